@@ -1,0 +1,2 @@
+//! Load generator (to come).
+fn main() {}

@@ -1,0 +1,527 @@
+//! The connection state machine (RFC 6455 §5–§7), in quinn-proto's shape.
+//!
+//! Calling order, repeated for as long as the transport is open:
+//!
+//! 1. [`Connection::receive`] with the bytes read from the transport (the
+//!    same buffer each time: unconsumed bytes stay at its front);
+//! 2. [`Connection::poll_event`] until `None`, handing events to the
+//!    application, which may call [`Connection::send`], [`Connection::ping`]
+//!    or [`Connection::close`];
+//! 3. [`Connection::poll_transmit`] until `None`, writing each frame;
+//! 4. once [`Connection::state`] is [`State::Closed`] and no transmit is
+//!    left, the server closes the transport (§7.1.1).
+//!
+//! `receive` never needs a writer: pongs and the close echo are queued as
+//! transmits like any other frame.
+
+use std::collections::VecDeque;
+use std::fmt;
+
+use bytes::{Buf, Bytes, BytesMut};
+
+use crate::close::{CloseCode, CloseFrame};
+use crate::error::ProtocolError;
+use crate::frame::{FrameHeader, OpCode, Transmit};
+use crate::limits::Limits;
+use crate::mask;
+use crate::message::{Message, Utf8Bytes};
+use crate::utf8::Utf8Validator;
+
+/// Which end of the connection this is.
+#[allow(clippy::exhaustive_enums)] // a connection has exactly two ends
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+pub enum Role {
+    /// The end that opened the connection; its frames are masked.
+    Client,
+    /// The end that accepted it; its frames are never masked.
+    Server,
+}
+
+/// Where the close handshake stands (the WebSocket API's ready states after
+/// the opening handshake, in their spec order).
+#[allow(clippy::exhaustive_enums)] // the ready states of the WebSocket API
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+pub enum State {
+    /// Messages flow both ways.
+    Open,
+    /// We sent a close frame and wait for the peer's.
+    Closing,
+    /// Both close frames were exchanged, or the connection failed.
+    Closed,
+}
+
+/// What [`Connection::poll_event`] yields.
+#[derive(Clone, Debug, Eq, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A complete message.
+    Message(Message),
+    /// The peer's close frame. If we had not sent one, the echo is queued.
+    Close(CloseFrame),
+}
+
+/// Why a command could not be carried out.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// A close frame was already sent or the connection failed.
+    #[error("the connection is closing or closed")]
+    Closed,
+    /// A ping or pong payload was over 125 bytes.
+    #[error("control frame payload over 125 bytes")]
+    ControlTooLong,
+    /// The close code may not be sent (1005, 1006, 1015 or out of range).
+    #[error("close code {0} may not be sent")]
+    CodeNotSendable(CloseCode),
+}
+
+/// A sans-IO WebSocket connection after the opening handshake.
+pub struct Connection {
+    role: Role,
+    state: State,
+    limits: Limits,
+    rsv_allowed: u8,
+    frame: Option<RxFrame>,
+    message: Option<RxMessage>,
+    utf8: Utf8Validator,
+    events: VecDeque<Event>,
+    transmits: VecDeque<Transmit>,
+    queued: usize,
+    error: Option<ProtocolError>,
+    peer_close: Option<CloseFrame>,
+    mask_source: Option<Box<dyn FnMut() -> [u8; 4] + Send + Sync>>,
+}
+
+/// The frame being received: header decoded, payload not yet complete.
+#[derive(Debug)]
+struct RxFrame {
+    fin: bool,
+    opcode: OpCode,
+    mask: Option<[u8; 4]>,
+    len: usize,
+    /// Payload bytes at the front of the buffer already unmasked and checked.
+    processed: usize,
+    /// Whether the payload is text to validate as it arrives.
+    text: bool,
+}
+
+/// A fragmented message being assembled.
+#[derive(Debug)]
+struct RxMessage {
+    text: bool,
+    data: BytesMut,
+    fragments: usize,
+}
+
+impl Connection {
+    /// A server-side connection.
+    pub fn server(limits: Limits) -> Self {
+        Self::new(Role::Server, limits, None)
+    }
+
+    /// A client-side connection; `mask_source` supplies a fresh, unpredictable
+    /// masking key for every frame (RFC 6455 §5.3).
+    pub fn client(
+        limits: Limits,
+        mask_source: impl FnMut() -> [u8; 4] + Send + Sync + 'static,
+    ) -> Self {
+        Self::new(Role::Client, limits, Some(Box::new(mask_source)))
+    }
+
+    fn new(
+        role: Role,
+        limits: Limits,
+        mask_source: Option<Box<dyn FnMut() -> [u8; 4] + Send + Sync>>,
+    ) -> Self {
+        Self {
+            role,
+            state: State::Open,
+            limits,
+            rsv_allowed: 0,
+            frame: None,
+            message: None,
+            utf8: Utf8Validator::new(),
+            events: VecDeque::new(),
+            transmits: VecDeque::new(),
+            queued: 0,
+            error: None,
+            peer_close: None,
+            mask_source,
+        }
+    }
+
+    /// This end's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The close handshake's progress.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The protocol error that failed the connection, if one did.
+    pub fn error(&self) -> Option<&ProtocolError> {
+        self.error.as_ref()
+    }
+
+    /// The close frame the peer sent, once it has.
+    pub fn peer_close(&self) -> Option<&CloseFrame> {
+        self.peer_close.as_ref()
+    }
+
+    /// Bytes queued for the transport and not yet taken by `poll_transmit`.
+    pub fn buffered_amount(&self) -> usize {
+        self.queued
+    }
+
+    /// Whether nothing is left to do but close the transport: the state is
+    /// `Closed` and every transmit was taken.
+    pub fn is_finished(&self) -> bool {
+        self.state == State::Closed && self.transmits.is_empty()
+    }
+
+    /// Feeds bytes read from the transport.
+    ///
+    /// Whole frames are consumed from the front of `buf` and their payloads
+    /// unmasked in place; a partial frame stays in `buf` (text already
+    /// unmasked and validated, so bad UTF-8 fails before the frame ends) and
+    /// space is reserved for the rest. Pass the same buffer again, with more
+    /// bytes appended, on the next call.
+    ///
+    /// # Errors
+    /// On a protocol violation or exceeded limit. The connection is then
+    /// `Closed` with a close frame carrying [`ProtocolError::close_code`]
+    /// queued; later calls discard their input.
+    pub fn receive(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
+        if self.state == State::Closed {
+            buf.clear();
+            return Ok(());
+        }
+        match self.receive_frames(buf) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                buf.clear();
+                self.fail(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next frame to write, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        let t = self.transmits.pop_front()?;
+        self.queued -= t.len();
+        Some(t)
+    }
+
+    /// Queues a message.
+    ///
+    /// # Errors
+    /// If the close handshake has begun, or a ping/pong payload is over 125
+    /// bytes.
+    pub fn send(&mut self, message: Message) -> Result<(), SendError> {
+        let (opcode, payload) = match message {
+            Message::Text(t) => (OpCode::Text, t.into_bytes()),
+            Message::Binary(b) => (OpCode::Binary, b),
+            Message::Ping(b) => (OpCode::Ping, b),
+            Message::Pong(b) => (OpCode::Pong, b),
+        };
+        if opcode.is_control() && payload.len() > 125 {
+            return Err(SendError::ControlTooLong);
+        }
+        if self.state != State::Open {
+            return Err(SendError::Closed);
+        }
+        let t = self.encode(opcode, payload);
+        self.push(t);
+        Ok(())
+    }
+
+    /// Queues a frame encoded elsewhere, such as one broadcast frame shared
+    /// by many connections. Only for the server role: the frame must be
+    /// unmasked and final.
+    ///
+    /// # Errors
+    /// If the close handshake has begun.
+    pub fn send_encoded(&mut self, transmit: Transmit) -> Result<(), SendError> {
+        if self.state != State::Open {
+            return Err(SendError::Closed);
+        }
+        self.push(transmit);
+        Ok(())
+    }
+
+    /// Queues a ping.
+    ///
+    /// # Errors
+    /// As for [`Connection::send`].
+    pub fn ping(&mut self, payload: Bytes) -> Result<(), SendError> {
+        self.send(Message::Ping(payload))
+    }
+
+    /// Starts the close handshake (§7.1.2) with `code` and `reason` (cut to
+    /// 123 bytes at a character boundary).
+    ///
+    /// # Errors
+    /// If a close frame was already sent, or `code` may not be sent.
+    pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        if !code.is_sendable() {
+            return Err(SendError::CodeNotSendable(code));
+        }
+        if self.state != State::Open {
+            return Err(SendError::Closed);
+        }
+        self.send_close(&CloseFrame::new(code, reason));
+        self.state = State::Closing;
+        Ok(())
+    }
+
+    fn receive_frames(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
+        while self.state != State::Closed {
+            let frame = match self.frame.take() {
+                Some(frame) => frame,
+                None => match FrameHeader::decode(buf)? {
+                    Some((header, n)) => {
+                        let frame = self.check_header(header)?;
+                        buf.advance(n);
+                        frame
+                    }
+                    None => return Ok(()),
+                },
+            };
+            if buf.len() < frame.len {
+                self.partial(frame, buf)?;
+                return Ok(());
+            }
+            let mut payload = buf.split_to(frame.len);
+            if let Some(key) = frame.mask {
+                mask::apply(&mut payload[frame.processed..], key, frame.processed);
+            }
+            self.complete(frame, payload)?;
+        }
+        buf.clear();
+        Ok(())
+    }
+
+    /// Checks a header against role, extensions, fragmentation and limits,
+    /// before any of its payload is buffered.
+    fn check_header(&mut self, h: FrameHeader) -> Result<RxFrame, ProtocolError> {
+        if h.rsv & !self.rsv_allowed != 0 {
+            return Err(ProtocolError::ReservedBitsSet);
+        }
+        match (self.role, h.mask.is_some()) {
+            (Role::Server, false) => return Err(ProtocolError::MaskMissing),
+            (Role::Client, true) => return Err(ProtocolError::MaskUnexpected),
+            _ => {}
+        }
+        let (held, fragments) = match &self.message {
+            Some(m) => (m.data.len(), m.fragments),
+            None => (0, 0),
+        };
+        let text = match h.opcode {
+            OpCode::Continuation => match &self.message {
+                Some(m) => m.text,
+                None => return Err(ProtocolError::ContinuationUnexpected),
+            },
+            OpCode::Text | OpCode::Binary if self.message.is_some() => {
+                return Err(ProtocolError::ContinuationExpected);
+            }
+            op => op == OpCode::Text,
+        };
+        let max_frame = self.limits.max_frame_size;
+        let len = usize::try_from(h.payload_len)
+            .ok()
+            .filter(|&len| len <= max_frame)
+            .ok_or(ProtocolError::FrameTooBig {
+                len: h.payload_len,
+                max: max_frame,
+            })?;
+        if !h.opcode.is_control() {
+            if held + len > self.limits.max_message_size {
+                return Err(ProtocolError::MessageTooBig {
+                    max: self.limits.max_message_size,
+                });
+            }
+            if h.opcode == OpCode::Continuation && fragments >= self.limits.max_fragments {
+                return Err(ProtocolError::FragmentsTooMany {
+                    max: self.limits.max_fragments,
+                });
+            }
+        }
+        Ok(RxFrame {
+            fin: h.fin,
+            opcode: h.opcode,
+            mask: h.mask,
+            len,
+            processed: 0,
+            text,
+        })
+    }
+
+    /// Handles the part of a frame that has arrived: text is unmasked and
+    /// validated now so that bad UTF-8 fails fast (Autobahn 6.4.x).
+    fn partial(&mut self, mut frame: RxFrame, buf: &mut BytesMut) -> Result<(), ProtocolError> {
+        if frame.text && buf.len() > frame.processed {
+            if frame.processed == 0 && self.message.is_none() {
+                self.utf8 = Utf8Validator::new();
+            }
+            let fresh = &mut buf[frame.processed..];
+            if let Some(key) = frame.mask {
+                mask::apply(fresh, key, frame.processed);
+            }
+            self.utf8
+                .feed(fresh)
+                .map_err(|_| ProtocolError::TextNotUtf8)?;
+            frame.processed = buf.len();
+        }
+        buf.reserve(frame.len - buf.len());
+        self.frame = Some(frame);
+        Ok(())
+    }
+
+    fn complete(&mut self, frame: RxFrame, payload: BytesMut) -> Result<(), ProtocolError> {
+        match frame.opcode {
+            OpCode::Ping => {
+                let payload = payload.freeze();
+                if self.state == State::Open {
+                    let pong = self.encode(OpCode::Pong, payload.clone());
+                    self.push(pong);
+                }
+                self.events
+                    .push_back(Event::Message(Message::Ping(payload)));
+            }
+            OpCode::Pong => self
+                .events
+                .push_back(Event::Message(Message::Pong(payload.freeze()))),
+            OpCode::Close => {
+                let close = CloseFrame::decode(payload.freeze())?;
+                if self.state == State::Open {
+                    let echo = CloseFrame {
+                        code: close.code,
+                        reason: Utf8Bytes::new(),
+                    };
+                    self.send_close(&echo);
+                }
+                self.state = State::Closed;
+                self.message = None;
+                self.peer_close = Some(close.clone());
+                self.events.push_back(Event::Close(close));
+            }
+            OpCode::Text | OpCode::Binary if frame.fin => {
+                let message = if frame.text {
+                    if frame.processed > 0 {
+                        self.check_utf8(&payload[frame.processed..], true)?;
+                    }
+                    let text = Utf8Bytes::try_from(payload.freeze())
+                        .map_err(|_| ProtocolError::TextNotUtf8)?;
+                    Message::Text(text)
+                } else {
+                    Message::Binary(payload.freeze())
+                };
+                self.events.push_back(Event::Message(message));
+            }
+            OpCode::Text | OpCode::Binary => {
+                if frame.text {
+                    if frame.processed == 0 {
+                        self.utf8 = Utf8Validator::new();
+                    }
+                    self.check_utf8(&payload[frame.processed..], false)?;
+                }
+                self.message = Some(RxMessage {
+                    text: frame.text,
+                    data: payload,
+                    fragments: 1,
+                });
+            }
+            OpCode::Continuation => {
+                if frame.text {
+                    self.check_utf8(&payload[frame.processed..], frame.fin)?;
+                }
+                let Some(message) = self.message.as_mut() else {
+                    return Err(ProtocolError::ContinuationUnexpected);
+                };
+                message.data.extend_from_slice(&payload);
+                message.fragments += 1;
+                if frame.fin
+                    && let Some(m) = self.message.take()
+                {
+                    let data = m.data.freeze();
+                    let message = if m.text {
+                        Message::Text(
+                            Utf8Bytes::try_from(data).map_err(|_| ProtocolError::TextNotUtf8)?,
+                        )
+                    } else {
+                        Message::Binary(data)
+                    };
+                    self.events.push_back(Event::Message(message));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_utf8(&mut self, bytes: &[u8], fin: bool) -> Result<(), ProtocolError> {
+        self.utf8
+            .feed(bytes)
+            .map_err(|_| ProtocolError::TextNotUtf8)?;
+        if fin {
+            self.utf8.finish().map_err(|_| ProtocolError::TextNotUtf8)?;
+        }
+        Ok(())
+    }
+
+    /// Fails the connection (§7.1.7): queue a close frame with the error's
+    /// code and reason, and process no more input.
+    fn fail(&mut self, e: ProtocolError) {
+        if self.state == State::Open {
+            self.send_close(&CloseFrame::new(e.close_code(), &e.to_string()));
+        }
+        self.state = State::Closed;
+        self.frame = None;
+        self.message = None;
+        self.error = Some(e);
+    }
+
+    fn send_close(&mut self, frame: &CloseFrame) {
+        let t = self.encode(OpCode::Close, frame.encode());
+        self.push(t);
+    }
+
+    fn encode(&mut self, opcode: OpCode, payload: Bytes) -> Transmit {
+        match (self.role, self.mask_source.as_mut()) {
+            (Role::Client, Some(source)) => Transmit::masked(opcode, &payload, source()),
+            _ => Transmit::unmasked(opcode, payload),
+        }
+    }
+
+    fn push(&mut self, t: Transmit) {
+        self.queued += t.len();
+        self.transmits.push_back(t);
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("role", &self.role)
+            .field("state", &self.state)
+            .field("limits", &self.limits)
+            .field("frame", &self.frame)
+            .field("message", &self.message)
+            .field("events", &self.events.len())
+            .field("transmits", &self.transmits.len())
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}

@@ -11,8 +11,11 @@
 //! 4. once [`Connection::state`] is [`State::Closed`] and no transmit is
 //!    left, the server closes the transport (§7.1.1).
 //!
-//! `receive` never needs a writer: pongs and the close echo are queued as
-//! transmits like any other frame.
+//! `receive` never needs a writer: pongs are queued as transmits like any
+//! other frame. The close echo, and the close frame that fails the
+//! connection on a protocol violation, are queued when `poll_event` reaches
+//! the point in the stream where they happened, so the application's replies
+//! to the messages before them are sent first (Autobahn 3.2, 4.1.3, 5.15).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -89,6 +92,10 @@ pub struct Connection {
     queued: usize,
     error: Option<ProtocolError>,
     peer_close: Option<CloseFrame>,
+    /// The input is over: a close frame or a violation was parsed.
+    input_done: bool,
+    /// A violation found behind events not yet polled.
+    deferred: Option<ProtocolError>,
     mask_source: Option<Box<dyn FnMut() -> [u8; 4] + Send + Sync>>,
 }
 
@@ -146,6 +153,8 @@ impl Connection {
             queued: 0,
             error: None,
             peer_close: None,
+            input_done: false,
+            deferred: None,
             mask_source,
         }
     }
@@ -195,11 +204,11 @@ impl Connection {
     /// bytes appended, on the next call.
     ///
     /// # Errors
-    /// On a protocol violation or exceeded limit. The connection is then
-    /// `Closed` with a close frame carrying [`ProtocolError::close_code`]
-    /// queued; later calls discard their input.
+    /// On a protocol violation or exceeded limit. Once the events before it
+    /// are polled, the connection is `Closed` with a close frame carrying
+    /// [`ProtocolError::close_code`] queued. Later calls discard their input.
     pub fn receive(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
-        if self.state == State::Closed {
+        if self.input_done || self.state == State::Closed {
             buf.clear();
             return Ok(());
         }
@@ -207,15 +216,46 @@ impl Connection {
             Ok(()) => Ok(()),
             Err(e) => {
                 buf.clear();
-                self.fail(e.clone());
+                self.input_done = true;
+                self.frame = None;
+                self.message = None;
+                self.error = Some(e.clone());
+                if self.events.is_empty() {
+                    self.fail(e.clone());
+                } else {
+                    self.deferred = Some(e.clone());
+                }
                 Err(e)
             }
         }
     }
 
-    /// The next event, if any.
+    /// Whether events are waiting for [`Connection::poll_event`].
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty() || self.deferred.is_some()
+    }
+
+    /// The next event, if any. Reaching the peer's close frame queues its
+    /// echo; reaching a protocol violation queues the failing close frame.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let Some(event) = self.events.pop_front() else {
+            if let Some(e) = self.deferred.take() {
+                self.fail(e);
+            }
+            return None;
+        };
+        if let Event::Close(close) = &event {
+            if self.state == State::Open {
+                let echo = CloseFrame {
+                    code: close.code,
+                    reason: Utf8Bytes::new(),
+                };
+                self.send_close(&echo);
+            }
+            self.state = State::Closed;
+            self.peer_close = Some(close.clone());
+        }
+        Some(event)
     }
 
     /// The next frame to write, if any.
@@ -288,7 +328,7 @@ impl Connection {
     }
 
     fn receive_frames(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
-        while self.state != State::Closed {
+        while !self.input_done {
             let frame = match self.frame.take() {
                 Some(frame) => frame,
                 None => match FrameHeader::decode(buf)? {
@@ -406,16 +446,8 @@ impl Connection {
                 .push_back(Event::Message(Message::Pong(payload.freeze()))),
             OpCode::Close => {
                 let close = CloseFrame::decode(payload.freeze())?;
-                if self.state == State::Open {
-                    let echo = CloseFrame {
-                        code: close.code,
-                        reason: Utf8Bytes::new(),
-                    };
-                    self.send_close(&echo);
-                }
-                self.state = State::Closed;
+                self.input_done = true;
                 self.message = None;
-                self.peer_close = Some(close.clone());
                 self.events.push_back(Event::Close(close));
             }
             OpCode::Text | OpCode::Binary if frame.fin => {
@@ -488,8 +520,6 @@ impl Connection {
             self.send_close(&CloseFrame::new(e.close_code(), &e.to_string()));
         }
         self.state = State::Closed;
-        self.frame = None;
-        self.message = None;
         self.error = Some(e);
     }
 

@@ -189,6 +189,49 @@ fn empty_close_is_echoed_empty() {
 }
 
 #[test]
+fn replies_to_earlier_messages_go_before_the_failing_close() {
+    let mut conn = Connection::server(Limits::default());
+    let mut input = frame(true, 1, b"first");
+    input.extend(frame_rsv(true, 2, 1, b"bad"));
+    let mut buf = BytesMut::from(&input[..]);
+    assert!(conn.receive(&mut buf).is_err());
+    assert_eq!(conn.state(), State::Open);
+    let Some(Event::Message(m)) = conn.poll_event() else {
+        panic!()
+    };
+    conn.send(m).unwrap();
+    assert_eq!(conn.poll_event(), None);
+    assert_eq!(conn.state(), State::Closed);
+    assert_eq!(
+        conn.poll_transmit().unwrap().to_vec(),
+        server_frame(OpCode::Text, b"first")
+    );
+    let close = conn.poll_transmit().unwrap();
+    assert_eq!(&close.payload()[..2], &1002u16.to_be_bytes());
+}
+
+#[test]
+fn close_echo_follows_replies_to_earlier_messages() {
+    let mut conn = Connection::server(Limits::default());
+    let mut input = frame(true, 1, b"last words");
+    input.extend(frame(true, 8, &close_payload(1000, b"")));
+    conn.receive(&mut BytesMut::from(&input[..])).unwrap();
+    let Some(Event::Message(m)) = conn.poll_event() else {
+        panic!()
+    };
+    conn.send(m).unwrap();
+    assert!(matches!(conn.poll_event(), Some(Event::Close(_))));
+    assert_eq!(
+        conn.poll_transmit().unwrap().to_vec(),
+        server_frame(OpCode::Text, b"last words")
+    );
+    assert_eq!(
+        conn.poll_transmit().unwrap().to_vec(),
+        server_frame(OpCode::Close, &1000u16.to_be_bytes())
+    );
+}
+
+#[test]
 fn close_inside_fragmented_message_is_normal() {
     let mut input = frame(false, 1, b"part");
     input.extend(frame(true, 8, &close_payload(1000, b"")));
@@ -340,6 +383,8 @@ fn local_close_waits_for_peer_then_closes() {
     assert_eq!(&t.payload()[..2], &1001u16.to_be_bytes());
     let mut buf = BytesMut::from(&frame(true, 8, &close_payload(1001, b""))[..]);
     conn.receive(&mut buf).unwrap();
+    assert_eq!(conn.state(), State::Closing, "applied when polled");
+    assert!(matches!(conn.poll_event(), Some(Event::Close(_))));
     assert_eq!(conn.state(), State::Closed);
     assert!(conn.poll_transmit().is_none(), "no second close frame");
     assert!(conn.is_finished());
@@ -426,6 +471,8 @@ fn pair_close_handshake_completes_on_both_ends() {
     assert!(
         matches!(pair.server.poll_event(), Some(Event::Close(c)) if c.code == CloseCode::NORMAL)
     );
+    // The echo was queued when the server polled the close event.
+    pair.drive(5);
     assert!(
         matches!(pair.client.poll_event(), Some(Event::Close(c)) if c.code == CloseCode::NORMAL)
     );

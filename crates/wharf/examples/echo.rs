@@ -1,0 +1,55 @@
+//! The seed's first program: plain HTTP requests get `200 okay`, WebSocket
+//! messages are echoed and logged, and a text message `kill` closes the
+//! connection normally.
+//!
+//! `cargo run -p wharf --example echo -- --listen 127.0.0.1:3400`
+
+use http::{HeaderValue, Response, header};
+use wharf::{Body, CloseCode, Server};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .init();
+    let listen = listen_arg().unwrap_or_else(|| "127.0.0.1:3400".into());
+    tracing::info!(%listen, "echo server listening");
+    Server::new()
+        .on_request(|_req| async {
+            let mut res = Response::new(Body::from("okay"));
+            res.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            res
+        })
+        .on_connection(|mut conn| async move {
+            tracing::info!(id = conn.id(), peer = %conn.peer_addr(), "open");
+            while let Some(msg) = conn.recv().await {
+                tracing::info!(id = conn.id(), ?msg, "message");
+                if msg.as_text() == Some("kill") {
+                    let _ = conn.close(CloseCode::NORMAL, "killed");
+                    continue;
+                }
+                if let Err(e) = conn.send(msg) {
+                    tracing::warn!(id = conn.id(), error = %e, "send failed");
+                }
+            }
+            tracing::info!(id = conn.id(), why = ?conn.disconnect(), "close");
+        })
+        .listen(listen)
+        .await?;
+    Ok(())
+}
+
+/// `--listen ADDR` or `--listen=ADDR`.
+fn listen_arg() -> Option<String> {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--listen" {
+            return args.next();
+        }
+        if let Some(v) = a.strip_prefix("--listen=") {
+            return Some(v.to_owned());
+        }
+    }
+    None
+}

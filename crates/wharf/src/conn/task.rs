@@ -1,0 +1,232 @@
+//! The connection driver: the one future that owns the socket.
+//!
+//! It reads into a reused buffer that the core parses and unmasks in place,
+//! moves data messages to the handle's inbox, and writes every queued frame
+//! with vectored writes, many frames per syscall. It reads no more while
+//! events wait for `recv`, so a handler that does not call `recv` pushes back
+//! on the peer through TCP instead of growing memory, and replies to one
+//! read's messages go out together in the next write.
+//!
+//! Once the core is `Closed` and the queue is flushed, the driver shuts the
+//! write side (the server closes TCP first, RFC 6455 §7.1.1) and discards
+//! input until the peer's FIN or the close timeout, so the peer reads our
+//! close frame instead of a reset.
+
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, Sleep};
+use wharf_proto::{State, Transmit};
+
+use super::Shared;
+use crate::error::Disconnect;
+
+/// Bytes reserved before each read when the buffer is short of room.
+const READ_CHUNK: usize = 16 * 1024;
+/// The most frames gathered into one vectored write.
+const MAX_BATCH: usize = 64;
+
+/// Owns the socket of one connection.
+pub(crate) struct Driver<S> {
+    io: S,
+    shared: Arc<Shared>,
+    read_buf: BytesMut,
+    batch: VecDeque<Transmit>,
+    /// Bytes of `batch.front()` already written.
+    offset: usize,
+    write_shut: bool,
+    close_timeout: Duration,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
+    /// `read_buf` holds bytes already read past the upgrade request; they are
+    /// parsed before the first socket read.
+    pub(crate) fn new(
+        io: S,
+        shared: Arc<Shared>,
+        read_buf: BytesMut,
+        close_timeout: Duration,
+    ) -> Self {
+        Self {
+            io,
+            shared,
+            read_buf,
+            batch: VecDeque::new(),
+            offset: 0,
+            write_shut: false,
+            close_timeout,
+            deadline: None,
+        }
+    }
+
+    /// Drives the connection to its end.
+    pub(crate) async fn run(mut self) -> Disconnect {
+        if !self.read_buf.is_empty() {
+            self.process();
+        }
+        poll_fn(|cx| self.poll_drive(cx)).await
+    }
+
+    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Disconnect> {
+        loop {
+            let mut progress = false;
+            let (finished, closing, pending) = self.gather(cx);
+            if !self.batch.is_empty() {
+                match self.poll_write(cx) {
+                    Poll::Ready(Ok(())) => progress = true,
+                    Poll::Ready(Err(())) => return Poll::Ready(self.end(Some(Disconnect::Reset))),
+                    Poll::Pending => {}
+                }
+            }
+            if finished && self.batch.is_empty() {
+                return self.poll_linger(cx);
+            }
+            if closing && self.poll_deadline(cx).is_ready() {
+                return Poll::Ready(self.end(Some(Disconnect::TimedOut)));
+            }
+            if !pending {
+                if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
+                    self.read_buf.reserve(READ_CHUNK);
+                }
+                match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf)
+                {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        return Poll::Ready(self.end(Some(Disconnect::Reset)));
+                    }
+                    Poll::Ready(Ok(_)) => {
+                        self.process();
+                        progress = true;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Takes queued frames from the core and registers for new ones. Returns
+    /// whether the core is finished, whether it is waiting for the peer's
+    /// close, and whether events wait for `recv`.
+    fn gather(&mut self, cx: &mut Context<'_>) -> (bool, bool, bool) {
+        let mut inner = self.shared.lock();
+        while self.batch.len() < MAX_BATCH {
+            let Some(t) = inner.proto.poll_transmit() else {
+                break;
+            };
+            inner.writing += t.len();
+            self.batch.push_back(t);
+        }
+        match &inner.driver_waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => inner.driver_waker = Some(cx.waker().clone()),
+        }
+        (
+            inner.proto.is_finished(),
+            inner.proto.state() == State::Closing,
+            inner.proto.has_events(),
+        )
+    }
+
+    /// Writes as much of the batch as the socket takes in one vectored write.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
+        let mut n = 0;
+        let mut skip = self.offset;
+        for t in &self.batch {
+            for part in [t.header(), &t.payload()[..]] {
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
+                slices[n] = IoSlice::new(&part[skip..]);
+                skip = 0;
+                n += 1;
+            }
+        }
+        let written = match ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n])) {
+            Ok(0) | Err(_) => return Poll::Ready(Err(())),
+            Ok(written) => written,
+        };
+        let mut left = self.offset + written;
+        let mut done = 0;
+        while let Some(front) = self.batch.front() {
+            if left < front.len() {
+                break;
+            }
+            left -= front.len();
+            done += front.len();
+            self.batch.pop_front();
+        }
+        self.offset = left;
+        if done > 0 {
+            self.shared.lock().writing -= done;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Feeds the read buffer to the core and wakes `recv` if it has events.
+    fn process(&mut self) {
+        let mut inner = self.shared.lock();
+        let _ = inner.proto.receive(&mut self.read_buf);
+        if inner.proto.has_events() || inner.proto.state() == State::Closed {
+            inner.wake_recv();
+        }
+    }
+
+    /// After the close handshake (or a failure): shut the write side, then
+    /// discard input until the peer's FIN or the close timeout.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<Disconnect> {
+        if !self.write_shut {
+            match Pin::new(&mut self.io).poll_shutdown(cx) {
+                Poll::Ready(_) => self.write_shut = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        loop {
+            self.read_buf.clear();
+            self.read_buf.reserve(READ_CHUNK);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(self.end(None)),
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Pending => break,
+            }
+        }
+        match self.poll_deadline(cx) {
+            Poll::Ready(()) => Poll::Ready(self.end(None)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let timeout = self.close_timeout;
+        self.deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)))
+            .as_mut()
+            .poll(cx)
+    }
+
+    /// Records how the connection ended and wakes the handle. `None` means
+    /// "as the core says".
+    fn end(&mut self, why: Option<Disconnect>) -> Disconnect {
+        let mut inner = self.shared.lock();
+        let why = match (inner.proto.error(), inner.proto.peer_close(), why) {
+            (Some(e), _, _) => Disconnect::Protocol(e.clone()),
+            (None, Some(close), _) => Disconnect::Closed(close.clone()),
+            (None, None, Some(why)) => why,
+            (None, None, None) => Disconnect::Reset,
+        };
+        inner.ended = Some(why.clone());
+        inner.wake_recv();
+        why
+    }
+}

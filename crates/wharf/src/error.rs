@@ -1,0 +1,58 @@
+//! Errors, and why connections end.
+
+use std::io;
+
+use wharf_proto::{CloseFrame, ProtocolError};
+
+/// An error from the server itself (not from one connection).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Binding or configuring the listening socket failed.
+    #[error("cannot listen")]
+    Listen(#[source] io::Error),
+}
+
+/// Why a send was refused.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The close handshake has begun or the connection has ended.
+    #[error("the connection is closing or closed")]
+    Closed,
+    /// The message would have pushed the write queue past
+    /// `max_backpressure`; the connection is being closed with 1008.
+    #[error("the send queue is full; the connection is being closed")]
+    Backpressure,
+    /// A ping or pong payload was over 125 bytes.
+    #[error("control frame payload over 125 bytes")]
+    ControlTooLong,
+    /// The close code may not be sent.
+    #[error("this close code may not be sent")]
+    CodeNotSendable,
+}
+
+impl From<wharf_proto::SendError> for SendError {
+    fn from(e: wharf_proto::SendError) -> Self {
+        match e {
+            wharf_proto::SendError::ControlTooLong => Self::ControlTooLong,
+            wharf_proto::SendError::CodeNotSendable(_) => Self::CodeNotSendable,
+            _ => Self::Closed,
+        }
+    }
+}
+
+/// How a connection ended.
+#[derive(Clone, Debug, Eq, PartialEq)]
+#[non_exhaustive]
+pub enum Disconnect {
+    /// The peer sent a close frame (first, or in answer to ours).
+    Closed(CloseFrame),
+    /// We failed the connection for a protocol violation or exceeded limit,
+    /// sending the matching close code.
+    Protocol(ProtocolError),
+    /// The transport ended without a close handshake, or failed.
+    Reset,
+    /// The peer did not answer our close frame in time.
+    TimedOut,
+}

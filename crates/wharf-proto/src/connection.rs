@@ -302,6 +302,14 @@ impl Connection {
         Ok(())
     }
 
+    /// Drops every queued frame not yet taken by `poll_transmit`, returning
+    /// how many bytes were dropped. For a peer that reads too slowly: drop
+    /// its backlog, then [`Connection::close`] it.
+    pub fn discard_transmits(&mut self) -> usize {
+        self.transmits.clear();
+        std::mem::take(&mut self.queued)
+    }
+
     /// Queues a ping.
     ///
     /// # Errors

@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use crate::error::ProtocolError;
 use crate::mask;
+use crate::message::Message;
 
 /// The longest possible frame header: 2 + 8 length bytes + 4 mask bytes.
 pub const MAX_HEADER_LEN: usize = 14;
@@ -219,6 +220,18 @@ impl Transmit {
             FrameHeader::new(true, opcode, None, payload.len() as u64),
             payload,
         )
+    }
+
+    /// Encodes a message as a single, final, unmasked frame (the server's
+    /// form), sharing its payload.
+    pub fn message(message: Message) -> Self {
+        let (opcode, payload) = match message {
+            Message::Text(t) => (OpCode::Text, t.into_bytes()),
+            Message::Binary(b) => (OpCode::Binary, b),
+            Message::Ping(b) => (OpCode::Ping, b),
+            Message::Pong(b) => (OpCode::Pong, b),
+        };
+        Self::unmasked(opcode, payload)
     }
 
     /// Encodes a single, final frame masked with `key` (the client's form).

@@ -11,6 +11,9 @@ pub enum Error {
     /// Binding or configuring the listening socket failed.
     #[error("cannot listen")]
     Listen(#[source] io::Error),
+    /// The HTTP connection ended before a `101` upgrade completed.
+    #[error("the upgrade did not complete")]
+    Upgrade(#[source] hyper::Error),
 }
 
 /// Why a send was refused.
@@ -24,6 +27,10 @@ pub enum SendError {
     /// `max_backpressure`; the connection is being closed with 1008.
     #[error("the send queue is full; the connection is being closed")]
     Backpressure,
+    /// The message would have pushed the write queue past
+    /// `max_backpressure` and was dropped (`SlowClient::Drop`).
+    #[error("the send queue is full; the message was dropped")]
+    Dropped,
     /// A ping or pong payload was over 125 bytes.
     #[error("control frame payload over 125 bytes")]
     ControlTooLong,

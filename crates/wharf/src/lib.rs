@@ -4,11 +4,15 @@ mod body;
 mod conn;
 pub mod docs;
 mod error;
+mod hub;
 mod server;
+mod upgrade;
 
 pub use body::Body;
-pub use conn::{Connection, ReadyState};
+pub use conn::{Client, Connection, ReadyState, SlowClient};
 pub use error::{Disconnect, Error, SendError};
+pub use hub::Hub;
 pub use server::Server;
+pub use upgrade::{PendingConnection, Refuse, Upgrade, upgrade};
 pub use wharf_proto::{CloseCode, CloseFrame, Limits, Message, ProtocolError, Utf8Bytes};
 pub use {http, hyper::body::Incoming};

@@ -2,10 +2,10 @@
 //!
 //! Every accepted socket is served by hyper (HTTP/1.1, keep-alive). A request
 //! whose `Upgrade` header names `websocket` is validated by
-//! `wharf_proto::Handshake`; a valid one is answered `101` and its socket taken
-//! back from hyper (`Upgraded::downcast`, with the bytes hyper read past the
-//! request head) for a connection driver. Every other request goes to the
-//! application's request handler.
+//! `wharf_proto::Handshake`, offered to the upgrade hook, and answered `101`;
+//! its socket is then taken back from hyper (`Upgraded::downcast`, with the
+//! bytes hyper read past the request head) for a connection driver. Every
+//! other request goes to the application's request handler.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -22,29 +22,38 @@ use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use wharf_proto::{Handshake, Limits, Reject, handshake};
+use tokio::sync::watch;
+use wharf_proto::{CloseCode, Limits, handshake};
 
 use crate::body::Body;
-use crate::conn::task::Driver;
-use crate::conn::{Connection, Info, Shared};
-use crate::error::Error;
+use crate::conn::task::{Driver, Keepalive, Settings};
+use crate::conn::{Client, Connection, Info, Shared, SlowClient};
+use crate::error::{Disconnect, Error};
+use crate::hub::Hub;
+use crate::upgrade::{PendingConnection, Refuse, Upgrade, validate};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type RequestHandler = Arc<dyn Fn(Request<Incoming>) -> BoxFuture<Response<Body>> + Send + Sync>;
+type UpgradeHandler = Arc<dyn Fn(Upgrade) -> BoxFuture<Result<Upgrade, Refuse>> + Send + Sync>;
 type ConnectionHandler = Arc<dyn Fn(Connection) -> BoxFuture<()> + Send + Sync>;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A WebSocket server, configured by its builder methods and started with
-/// [`Server::listen`] or [`Server::serve`].
+/// [`Server::listen`], [`Server::serve`] or [`Server::serve_with_shutdown`].
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), wharf::Error> {
-/// wharf::Server::new()
+/// let server = wharf::Server::new();
+/// let hub = server.hub();
+/// server
 ///     .on_request(|_req| async { http::Response::new("okay".into()) })
-///     .on_connection(|mut conn| async move {
-///         while let Some(msg) = conn.recv().await {
-///             let _ = conn.send(msg);
+///     .on_connection(move |mut conn| {
+///         let hub = hub.clone();
+///         async move {
+///             while let Some(msg) = conn.recv().await {
+///                 hub.broadcast(msg);
+///             }
 ///         }
 ///     })
 ///     .listen("127.0.0.1:3400")
@@ -53,12 +62,12 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// ```
 #[derive(Clone)]
 pub struct Server {
-    limits: Limits,
-    max_backpressure: usize,
-    close_timeout: Duration,
+    settings: Settings,
     handshake_timeout: Duration,
     protocols: Vec<String>,
+    hub: Hub,
     on_request: RequestHandler,
+    on_upgrade: Option<UpgradeHandler>,
     on_connection: ConnectionHandler,
 }
 
@@ -69,50 +78,83 @@ impl Default for Server {
 }
 
 impl Server {
-    /// A server with the default limits and handlers: plain HTTP requests
-    /// get `426 Upgrade Required`, and messages are received and discarded.
+    /// A server with the default settings (see [`crate::docs::limits`]):
+    /// plain HTTP requests get `426 Upgrade Required`, every valid upgrade is
+    /// accepted, and messages are received and discarded.
     pub fn new() -> Self {
         Self {
-            limits: Limits::default(),
-            max_backpressure: 1 << 20,
-            close_timeout: Duration::from_secs(10),
+            settings: Settings {
+                limits: Limits::default(),
+                max_backpressure: 1 << 20,
+                slow_client: SlowClient::Close,
+                close_timeout: Duration::from_secs(10),
+                keepalive: Some(Keepalive {
+                    interval: Duration::from_secs(30),
+                    timeout: Duration::from_secs(20),
+                }),
+            },
             handshake_timeout: Duration::from_secs(10),
             protocols: Vec::new(),
+            hub: Hub::new(),
             on_request: Arc::new(|_| Box::pin(async { upgrade_required() })),
+            on_upgrade: None,
             on_connection: Arc::new(|mut conn| {
                 Box::pin(async move { while conn.recv().await.is_some() {} })
             }),
         }
     }
 
+    /// The hub of this server's connections (the seed's `server.clients`).
+    pub fn hub(&self) -> Hub {
+        self.hub.clone()
+    }
+
     /// Frame, message and fragment limits for incoming data.
     #[must_use]
     pub fn limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
+        self.settings.limits = limits;
         self
     }
 
-    /// The most bytes a connection's write queue may hold (default 1 MiB). A
-    /// send past it closes the connection with 1008.
+    /// The most bytes a connection's write queue may hold (default 1 MiB);
+    /// past it, the [`SlowClient`] policy applies.
     #[must_use]
     pub fn max_backpressure(mut self, bytes: usize) -> Self {
-        self.max_backpressure = bytes;
+        self.settings.max_backpressure = bytes;
+        self
+    }
+
+    /// What to do with a client whose write queue is full (default: close it
+    /// with 1008).
+    #[must_use]
+    pub fn slow_client(mut self, policy: SlowClient) -> Self {
+        self.settings.slow_client = policy;
         self
     }
 
     /// How long to wait for the peer's close frame, and then for its FIN,
-    /// after we start closing (default 10 s).
+    /// after the close handshake starts (default 10 s).
     #[must_use]
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.close_timeout = timeout;
+        self.settings.close_timeout = timeout;
         self
     }
 
     /// How long a client may take to send a request head (default 10 s);
-    /// slower connections are dropped.
+    /// slower connections are dropped (slowloris).
     #[must_use]
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Pings a connection that has sent nothing for `interval`, and drops it
+    /// (close 1001, [`Disconnect::TimedOut`]) if it then sends nothing for
+    /// `timeout` more. Default 30 s and 20 s; `None` turns keepalive off.
+    #[must_use]
+    pub fn keepalive(mut self, keepalive: Option<(Duration, Duration)>) -> Self {
+        self.settings.keepalive =
+            keepalive.map(|(interval, timeout)| Keepalive { interval, timeout });
         self
     }
 
@@ -140,9 +182,22 @@ impl Server {
         self
     }
 
+    /// A hook run on every valid upgrade request before it is answered:
+    /// inspect headers, cookies and query, choose a subprotocol, attach data
+    /// for the connection, or refuse with a status and reason.
+    #[must_use]
+    pub fn on_upgrade<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(Upgrade) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Upgrade, Refuse>> + Send + 'static,
+    {
+        self.on_upgrade = Some(Arc::new(move |up| Box::pin(hook(up))));
+        self
+    }
+
     /// The handler run for every accepted WebSocket connection (the seed's
-    /// `client` and `open` events). The connection lives until it is closed
-    /// and the handler has returned.
+    /// `client` and `open` events). The connection is registered with the
+    /// hub before the handler starts and removed once it has ended.
     #[must_use]
     pub fn on_connection<F, Fut>(mut self, handler: F) -> Self
     where
@@ -159,8 +214,8 @@ impl Server {
     /// If the address cannot be bound.
     ///
     /// # Cancel safety
-    /// Dropping the future stops accepting; connections already accepted
-    /// run on in their own tasks.
+    /// Dropping the future stops accepting; connections already accepted run
+    /// on in their own tasks.
     pub async fn listen(self, addr: impl ToSocketAddrs) -> Result<(), Error> {
         let listener = TcpListener::bind(addr).await.map_err(Error::Listen)?;
         self.serve(listener).await
@@ -175,34 +230,140 @@ impl Server {
     /// # Cancel safety
     /// As for [`Server::listen`].
     pub async fn serve(self, listener: TcpListener) -> Result<(), Error> {
-        let server = Arc::new(self);
-        loop {
-            match listener.accept().await {
-                Ok((stream, peer)) => {
-                    let server = server.clone();
-                    tokio::spawn(async move { server.serve_http(stream, peer).await });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed; pausing");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
+        self.serve_with_shutdown(listener, std::future::pending())
+            .await
     }
 
-    async fn serve_http(self: Arc<Self>, stream: TcpStream, peer: SocketAddr) {
+    /// Serves connections from `listener` until `signal` completes, then
+    /// shuts down gracefully: stops accepting, lets plain HTTP connections
+    /// finish their current request, flushes every queued message, sends
+    /// close 1001 to every client and waits for them to close, up to the
+    /// close timeout (plus a second), before returning.
+    ///
+    /// # Errors
+    /// As for [`Server::serve`].
+    ///
+    /// # Cancel safety
+    /// As for [`Server::listen`].
+    pub async fn serve_with_shutdown(
+        self,
+        listener: TcpListener,
+        signal: impl Future<Output = ()> + Send,
+    ) -> Result<(), Error> {
+        let server = Arc::new(self);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let server = server.clone();
+                        let stop = stop_rx.clone();
+                        tokio::spawn(async move { server.serve_http(stream, peer, stop).await });
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed; pausing");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                () = &mut signal => break,
+            }
+        }
+        drop(listener);
+        tracing::info!(connections = server.hub.len(), "shutting down");
+        let _ = stop_tx.send(true);
+        server
+            .hub
+            .close_all(CloseCode::GOING_AWAY, "server shutting down");
+        let grace = server.settings.close_timeout + Duration::from_secs(1);
+        if tokio::time::timeout(grace, server.hub.wait_empty())
+            .await
+            .is_err()
+        {
+            tracing::warn!(connections = server.hub.len(), "shutdown deadline passed");
+        }
+        Ok(())
+    }
+
+    /// Upgrades a request that the application routed itself (in a hyper
+    /// service or an axum handler), with this server's settings and hub. The
+    /// upgrade hook and the connection handler are not used: the caller
+    /// awaits the [`PendingConnection`] (after sending the response) and
+    /// handles the [`Connection`] itself.
+    ///
+    /// ```no_run
+    /// # async fn service(mut req: http::Request<hyper::body::Incoming>) -> http::Response<wharf::Body> {
+    /// match wharf::upgrade(&mut req) {
+    ///     Ok((response, pending)) => {
+    ///         tokio::spawn(async move {
+    ///             if let Ok(mut conn) = pending.await {
+    ///                 while let Some(msg) = conn.recv().await {
+    ///                     let _ = conn.send(msg);
+    ///                 }
+    ///             }
+    ///         });
+    ///         response
+    ///     }
+    ///     Err(refusal) => refusal.into_response(),
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// If the request is not a valid WebSocket handshake: the refusal (status
+    /// and one-line reason); send [`Refuse::into_response`] instead.
+    pub fn upgrade<B>(
+        &self,
+        req: &mut Request<B>,
+    ) -> Result<(Response<Body>, PendingConnection), Refuse> {
+        let hs = validate(req)?;
+        let supported: Vec<&str> = self.protocols.iter().map(String::as_str).collect();
+        let protocol = hs.select_protocol(&supported).map(str::to_owned);
+        let response = hs.response(protocol.as_deref()).map(|()| Body::empty());
+        let on_upgrade = hyper::upgrade::on(&mut *req);
+        let meta = Meta {
+            peer: None,
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+            protocol,
+            data: http::Extensions::new(),
+        };
+        let settings = self.settings.clone();
+        let hub = self.hub.clone();
+        let inner = Box::pin(async move {
+            let upgraded = on_upgrade.await.map_err(Error::Upgrade)?;
+            let (conn, driver) = start(settings, hub, upgraded, meta);
+            tokio::spawn(driver);
+            Ok(conn)
+        });
+        Ok((response, PendingConnection { inner }))
+    }
+
+    async fn serve_http(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let _ = stream.set_nodelay(true);
         let server = self.clone();
         let service = hyper::service::service_fn(move |req| {
             let server = server.clone();
             async move { Ok::<_, Infallible>(server.dispatch(req, peer).await) }
         });
-        let result = hyper::server::conn::http1::Builder::new()
+        let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(self.handshake_timeout)
             .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades()
-            .await;
+            .with_upgrades();
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
         if let Err(e) = result {
             tracing::debug!(%peer, error = %e, "http connection ended with an error");
         }
@@ -210,71 +371,127 @@ impl Server {
 
     async fn dispatch(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         if handshake::is_upgrade_request(&req) {
-            self.upgrade(req, peer)
+            self.accept(req, peer).await
         } else {
             (self.on_request)(req).await
         }
     }
 
-    fn upgrade(self: Arc<Self>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let hs = match Handshake::from_request(&req) {
+    async fn accept(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let hs = match validate(&req) {
             Ok(hs) => hs,
-            Err(reject) => {
-                tracing::debug!(%peer, status = %reject.status, reason = reject.reason, "handshake refused");
-                return reject_response(&reject);
+            Err(refusal) => {
+                tracing::debug!(%peer, status = %refusal.status, reason = %refusal.reason, "handshake refused");
+                return refusal.into_response();
             }
         };
-        let supported: Vec<&str> = self.protocols.iter().map(String::as_str).collect();
-        let protocol = hs.select_protocol(&supported).map(str::to_owned);
-        let response = hs.response(protocol.as_deref()).map(|()| Body::empty());
         let on_upgrade = hyper::upgrade::on(&mut req);
         let (parts, _) = req.into_parts();
-        let info = Arc::new(Info {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        let supported: Vec<&str> = self.protocols.iter().map(String::as_str).collect();
+        let mut up = Upgrade {
             peer,
-            uri: parts.uri,
-            headers: parts.headers,
-            protocol,
-        });
+            protocol: hs.select_protocol(&supported).map(str::to_owned),
+            offered: hs.protocols().to_vec(),
+            parts,
+            data: http::Extensions::new(),
+        };
+        if let Some(hook) = &self.on_upgrade {
+            up = match hook(up).await {
+                Ok(up) => up,
+                Err(refuse) => {
+                    tracing::debug!(%peer, status = %refuse.status, reason = %refuse.reason, "upgrade refused");
+                    return refuse.into_response();
+                }
+            };
+        }
+        let response = hs.response(up.protocol.as_deref()).map(|()| Body::empty());
+        let meta = Meta {
+            peer: Some(peer),
+            uri: up.parts.uri,
+            headers: up.parts.headers,
+            protocol: up.protocol,
+            data: up.data,
+        };
         tokio::spawn(async move {
             match on_upgrade.await {
-                Ok(upgraded) => self.run_connection(upgraded, info).await,
+                Ok(upgraded) => {
+                    let (conn, driver) =
+                        start(self.settings.clone(), self.hub.clone(), upgraded, meta);
+                    tokio::join!(driver, (self.on_connection)(conn));
+                }
                 Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
             }
         });
         response
     }
+}
 
-    async fn run_connection(self: Arc<Self>, upgraded: Upgraded, info: Arc<Info>) {
-        let shared = Arc::new(Shared::new(
-            wharf_proto::Connection::server(self.limits),
-            self.max_backpressure,
-        ));
-        let handler = (self.on_connection)(Connection::new(shared.clone(), info.clone()));
-        tracing::debug!(id = info.id, peer = %info.peer, path = info.uri.path(), "connection open");
-        let why = match upgraded.downcast::<TokioIo<TcpStream>>() {
+/// What is known of a connection before its socket is taken back.
+struct Meta {
+    peer: Option<SocketAddr>,
+    uri: http::Uri,
+    headers: http::HeaderMap,
+    protocol: Option<String>,
+    data: http::Extensions,
+}
+
+/// Takes the socket back from hyper, registers the connection with the hub
+/// and returns its handle and its driver; the driver removes it from the hub
+/// when it ends.
+fn start(
+    settings: Settings,
+    hub: Hub,
+    upgraded: Upgraded,
+    meta: Meta,
+) -> (Connection, BoxFuture<()>) {
+    let shared = Arc::new(Shared::new(
+        wharf_proto::Connection::server(settings.limits),
+        settings.max_backpressure,
+        settings.slow_client,
+    ));
+    let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+    let (driver, peer): (BoxFuture<Disconnect>, SocketAddr) =
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
+                let io = parts.io.into_inner();
+                let peer = meta.peer.or_else(|| io.peer_addr().ok()).unwrap_or(unknown);
                 let read_buf = BytesMut::from(&parts.read_buf[..]);
-                let driver =
-                    Driver::new(parts.io.into_inner(), shared, read_buf, self.close_timeout);
-                tokio::join!(driver.run(), handler).0
+                let driver = Driver::new(io, shared.clone(), read_buf, settings);
+                (Box::pin(driver.run()), peer)
             }
             Err(upgraded) => {
                 let driver = Driver::new(
                     TokioIo::new(upgraded),
-                    shared,
+                    shared.clone(),
                     BytesMut::new(),
-                    self.close_timeout,
+                    settings,
                 );
-                tokio::join!(driver.run(), handler).0
+                (Box::pin(driver.run()), meta.peer.unwrap_or(unknown))
             }
         };
-        tracing::debug!(id = info.id, peer = %info.peer, ?why, "connection closed");
-    }
-}
-
-fn reject_response(reject: &Reject) -> Response<Body> {
-    reject.to_response().map(Body::from)
+    let info = Arc::new(Info {
+        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+        peer,
+        uri: meta.uri,
+        headers: meta.headers,
+        protocol: meta.protocol,
+        data: meta.data,
+        hub: hub.clone(),
+    });
+    let client = Client::new(shared, info.clone());
+    hub.insert(client.clone());
+    tracing::debug!(id = info.id, peer = %info.peer, path = info.uri.path(), "connection open");
+    let started = tokio::time::Instant::now();
+    let driver = Box::pin(async move {
+        let why = driver.await;
+        hub.remove(info.id);
+        tracing::debug!(id = info.id, peer = %info.peer, elapsed = ?started.elapsed(), ?why, "connection closed");
+    });
+    (Connection::new(client), driver)
 }
 
 fn upgrade_required() -> Response<Body> {
@@ -290,11 +507,10 @@ fn upgrade_required() -> Response<Body> {
 impl fmt::Debug for Server {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Server")
-            .field("limits", &self.limits)
-            .field("max_backpressure", &self.max_backpressure)
-            .field("close_timeout", &self.close_timeout)
+            .field("settings", &self.settings)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("protocols", &self.protocols)
+            .field("hub", &self.hub)
             .finish_non_exhaustive()
     }
 }

@@ -1,31 +1,59 @@
-//! The connection handle an application holds, and the state it shares with
-//! the connection's driver task.
+//! The handles an application holds for a connection, and the state they
+//! share with the connection's driver task.
 //!
-//! The driver (`task.rs`) owns the socket; the handle only touches the shared
+//! The driver (`task.rs`) owns the socket; handles only touch the shared
 //! state under a short, never-awaited lock. Sending never blocks: a message
 //! is encoded into the write queue, whose size in bytes is bounded by
-//! `max_backpressure` (see [`crate::docs::limits`]).
+//! `max_backpressure`; past it the server's [`SlowClient`] policy applies
+//! (see [`crate::docs::limits`]).
 
 pub(crate) mod task;
 
 use std::fmt;
 use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
-use http::{HeaderMap, Uri};
-use wharf_proto::{CloseCode, CloseFrame, Event, Message, ProtocolError, State};
+use http::{Extensions, HeaderMap, Uri};
+use tokio::sync::watch;
+use wharf_proto::{CloseCode, CloseFrame, Event, Message, ProtocolError, State, Transmit};
 
 use crate::error::{Disconnect, SendError};
+use crate::hub::Hub;
 
-/// One WebSocket connection, as its handler sees it.
+/// What happens when a send would push a connection's write queue past
+/// `max_backpressure`.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+#[non_exhaustive]
+pub enum SlowClient {
+    /// Drop the queued backlog and close the connection with 1008 (the
+    /// default): a client that cannot keep up is better reconnected.
+    #[default]
+    Close,
+    /// Drop the message that does not fit, count it
+    /// ([`Client::dropped`]) and keep the connection.
+    Drop,
+}
+
+/// A cloneable handle to one connection: send to it, close it, ask its
+/// state, from any task. The hub hands these out; a connection's handler
+/// holds the [`Connection`], which derefs to its `Client`.
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    info: Arc<Info>,
+}
+
+/// One WebSocket connection, as its handler sees it: a [`Client`] plus
+/// [`Connection::recv`].
 ///
 /// Dropping the `Connection` starts the close handshake with 1000 (normal)
 /// if it is still open; queued messages are written first.
 pub struct Connection {
-    shared: Arc<Shared>,
-    info: Arc<Info>,
+    client: Client,
 }
 
 /// What the upgrade request said, kept for the connection's lifetime.
@@ -36,12 +64,16 @@ pub(crate) struct Info {
     pub(crate) uri: Uri,
     pub(crate) headers: HeaderMap,
     pub(crate) protocol: Option<String>,
+    pub(crate) data: Extensions,
+    pub(crate) hub: Hub,
 }
 
-/// The state shared by the handle and the driver.
+/// The state shared by the handles and the driver.
 pub(crate) struct Shared {
     inner: Mutex<Inner>,
     max_backpressure: usize,
+    policy: SlowClient,
+    dropped: AtomicU64,
 }
 
 pub(crate) struct Inner {
@@ -54,10 +86,16 @@ pub(crate) struct Inner {
     pub(crate) driver_waker: Option<Waker>,
     /// Why the connection ended, once the driver is done.
     pub(crate) ended: Option<Disconnect>,
+    /// Set once somebody watches the ready state.
+    state_tx: Option<watch::Sender<ReadyState>>,
 }
 
 impl Shared {
-    pub(crate) fn new(proto: wharf_proto::Connection, max_backpressure: usize) -> Self {
+    pub(crate) fn new(
+        proto: wharf_proto::Connection,
+        max_backpressure: usize,
+        policy: SlowClient,
+    ) -> Self {
         Self {
             inner: Mutex::new(Inner {
                 proto,
@@ -65,15 +103,52 @@ impl Shared {
                 recv_waker: None,
                 driver_waker: None,
                 ended: None,
+                state_tx: None,
             }),
             max_backpressure,
+            policy,
+            dropped: AtomicU64::new(0),
         }
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while the lock is held cannot leave `Inner` half-updated in
-        // a way that matters more than losing the connection, so recover it.
+        // Nothing done under this lock can panic halfway through an update
+        // that later users would trip over, so a poisoned lock is recovered.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues an encoded frame under the slow-client policy.
+    pub(crate) fn send_encoded(&self, t: Transmit) -> Result<(), SendError> {
+        let mut inner = self.lock();
+        if inner.proto.state() != State::Open {
+            return Err(SendError::Closed);
+        }
+        let buffered = inner.buffered();
+        if buffered > 0 && buffered + t.len() > self.max_backpressure {
+            return Err(self.overflow(&mut inner));
+        }
+        inner.proto.send_encoded(t)?;
+        inner.wake_driver();
+        Ok(())
+    }
+
+    fn overflow(&self, inner: &mut Inner) -> SendError {
+        match self.policy {
+            SlowClient::Drop => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                SendError::Dropped
+            }
+            SlowClient::Close => {
+                inner.proto.discard_transmits();
+                let _ = inner.proto.close(
+                    CloseCode::POLICY_VIOLATION,
+                    "slow consumer: send queue full",
+                );
+                inner.wake_driver();
+                inner.publish_state();
+                SendError::Backpressure
+            }
+        }
     }
 }
 
@@ -90,8 +165,27 @@ impl Inner {
         }
     }
 
-    fn buffered(&self) -> usize {
+    pub(crate) fn buffered(&self) -> usize {
         self.proto.buffered_amount() + self.writing
+    }
+
+    fn ready_state(&self) -> ReadyState {
+        if self.ended.is_some() {
+            return ReadyState::Closed;
+        }
+        match self.proto.state() {
+            State::Open => ReadyState::Open,
+            State::Closing => ReadyState::Closing,
+            State::Closed => ReadyState::Closed,
+        }
+    }
+
+    /// Tells watchers about a ready-state change, if there was one.
+    pub(crate) fn publish_state(&mut self) {
+        let now = self.ready_state();
+        if let Some(tx) = &self.state_tx {
+            tx.send_if_modified(|s| std::mem::replace(s, now) != now);
+        }
     }
 }
 
@@ -109,9 +203,13 @@ pub enum ReadyState {
     Closed,
 }
 
-impl Connection {
+impl Client {
     pub(crate) fn new(shared: Arc<Shared>, info: Arc<Info>) -> Self {
         Self { shared, info }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// A process-wide unique id, assigned in accept order.
@@ -149,62 +247,52 @@ impl Connection {
         self.info.protocol.as_deref()
     }
 
-    /// Receives the next text or binary message; `None` once the connection
-    /// is closed, after which [`Connection::close_frame`] and
-    /// [`Connection::disconnect`] say how. Pings are answered automatically
-    /// and are not returned.
-    ///
-    /// # Cancel safety
-    /// Cancel safe: a message is removed only when it is returned.
-    pub async fn recv(&mut self) -> Option<Message> {
-        poll_fn(|cx| {
-            let mut inner = self.shared.lock();
-            while let Some(event) = inner.proto.poll_event() {
-                if let Event::Message(m @ (Message::Text(_) | Message::Binary(_))) = event {
-                    return Poll::Ready(Some(m));
-                }
-            }
-            // The queue is empty: the driver may read again, and may have a
-            // close frame to write.
-            inner.wake_driver();
-            if inner.ended.is_some() || inner.proto.state() == State::Closed {
-                return Poll::Ready(None);
-            }
-            match &inner.recv_waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => inner.recv_waker = Some(cx.waker().clone()),
-            }
-            Poll::Pending
-        })
-        .await
+    /// Data attached before the `101` by the upgrade hook
+    /// ([`Upgrade::insert`](crate::Upgrade::insert)).
+    pub fn data<T: Clone + Send + Sync + 'static>(&self) -> Option<&T> {
+        self.info.data.get::<T>()
+    }
+
+    /// The hub this connection is registered with.
+    pub fn hub(&self) -> &Hub {
+        &self.info.hub
+    }
+
+    /// Joins a room of the hub; see [`Hub::join`].
+    pub fn join(&self, room: &str) -> bool {
+        self.info.hub.join(room, self.id())
+    }
+
+    /// Leaves a room of the hub; see [`Hub::leave`].
+    pub fn leave(&self, room: &str) -> bool {
+        self.info.hub.leave(room, self.id())
     }
 
     /// Queues a message; it never waits. The message is encoded here and
     /// written by the connection's driver, in order.
     ///
     /// # Errors
-    /// [`SendError::Closed`] once the close handshake has begun;
-    /// [`SendError::Backpressure`] when the queue would exceed
-    /// `max_backpressure`, in which case the connection is closed with 1008.
+    /// [`SendError::Closed`] once the close handshake has begun. When the
+    /// queue would exceed `max_backpressure`: [`SendError::Backpressure`]
+    /// (the connection is being closed with 1008) or [`SendError::Dropped`],
+    /// by the server's [`SlowClient`] policy.
     pub fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
         let message = message.into();
         let mut inner = self.shared.lock();
         let buffered = inner.buffered();
-        if buffered > 0 && buffered + message.len() > self.shared.max_backpressure {
-            let _ = inner.proto.close(
-                CloseCode::POLICY_VIOLATION,
-                "slow consumer: send queue full",
-            );
-            inner.wake_driver();
-            return Err(SendError::Backpressure);
+        if inner.proto.state() == State::Open
+            && buffered > 0
+            && buffered + message.len() > self.shared.max_backpressure
+        {
+            return Err(self.shared.overflow(&mut inner));
         }
         inner.proto.send(message)?;
         inner.wake_driver();
         Ok(())
     }
 
-    /// Starts the close handshake; [`Connection::recv`] returns `None` once
-    /// the peer answers (or the close timeout passes).
+    /// Starts the close handshake; the connection's `recv` returns `None`
+    /// once the peer answers (or the close timeout passes).
     ///
     /// # Errors
     /// If the close handshake had already begun, or `code` may not be sent
@@ -213,25 +301,34 @@ impl Connection {
         let mut inner = self.shared.lock();
         inner.proto.close(code, reason)?;
         inner.wake_driver();
+        inner.publish_state();
         Ok(())
     }
 
     /// The ready state.
     pub fn state(&self) -> ReadyState {
-        let inner = self.shared.lock();
-        if inner.ended.is_some() {
-            return ReadyState::Closed;
-        }
-        match inner.proto.state() {
-            State::Open => ReadyState::Open,
-            State::Closing => ReadyState::Closing,
-            State::Closed => ReadyState::Closed,
-        }
+        self.shared.lock().ready_state()
+    }
+
+    /// Watches the ready state: the receiver sees every change from now on
+    /// (the seed's `readyStateChange`).
+    pub fn state_changes(&self) -> watch::Receiver<ReadyState> {
+        let mut inner = self.shared.lock();
+        let now = inner.ready_state();
+        inner
+            .state_tx
+            .get_or_insert_with(|| watch::Sender::new(now))
+            .subscribe()
     }
 
     /// Bytes queued and not yet written to the socket.
     pub fn buffered_amount(&self) -> usize {
         self.shared.lock().buffered()
+    }
+
+    /// Messages dropped under [`SlowClient::Drop`].
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 
     /// The peer's close frame, once it has sent one.
@@ -250,22 +347,83 @@ impl Connection {
     }
 }
 
+impl Connection {
+    pub(crate) fn new(client: Client) -> Self {
+        Self { client }
+    }
+
+    /// A cloneable handle for sending from other tasks.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Receives the next text or binary message; `None` once the connection
+    /// is closed, after which [`Client::close_frame`] and
+    /// [`Client::disconnect`] say how. Pings are answered automatically and
+    /// are not returned.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a message is removed only when it is returned.
+    pub async fn recv(&mut self) -> Option<Message> {
+        poll_fn(|cx| {
+            let mut inner = self.client.shared.lock();
+            while let Some(event) = inner.proto.poll_event() {
+                match event {
+                    Event::Message(m @ (Message::Text(_) | Message::Binary(_))) => {
+                        return Poll::Ready(Some(m));
+                    }
+                    Event::Close(_) => inner.publish_state(),
+                    _ => {}
+                }
+            }
+            // The queue is empty: the driver may read again, and may have a
+            // close frame to write.
+            inner.wake_driver();
+            if inner.ended.is_some() || inner.proto.state() == State::Closed {
+                inner.publish_state();
+                return Poll::Ready(None);
+            }
+            match &inner.recv_waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => inner.recv_waker = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Deref for Connection {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
 impl Drop for Connection {
     fn drop(&mut self) {
-        let mut inner = self.shared.lock();
+        let mut inner = self.client.shared.lock();
         if inner.proto.state() == State::Open && inner.ended.is_none() {
             let _ = inner.proto.close(CloseCode::NORMAL, "");
             inner.wake_driver();
+            inner.publish_state();
         }
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.info.id)
+            .field("peer", &self.info.peer)
+            .field("path", &self.info.uri.path())
+            .finish_non_exhaustive()
     }
 }
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connection")
-            .field("id", &self.info.id)
-            .field("peer", &self.info.peer)
-            .field("path", &self.info.uri.path())
-            .finish_non_exhaustive()
+        f.debug_tuple("Connection").field(&self.client).finish()
     }
 }

@@ -20,13 +20,39 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
-use wharf_proto::{State, Transmit};
+use wharf_proto::{CloseCode, Limits, State, Transmit};
 
-use super::Shared;
+use super::{Shared, SlowClient};
 use crate::error::Disconnect;
+
+/// The per-connection settings, copied from the server.
+#[derive(Clone, Debug)]
+pub(crate) struct Settings {
+    pub(crate) limits: Limits,
+    pub(crate) max_backpressure: usize,
+    pub(crate) slow_client: SlowClient,
+    pub(crate) close_timeout: Duration,
+    pub(crate) keepalive: Option<Keepalive>,
+}
+
+/// Ping after `interval` of silence; give up after `timeout` more.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Keepalive {
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
+}
+
+/// The keepalive timer. It is re-armed lazily: reads only record the time,
+/// and the timer, when it fires, works out what is due.
+struct Idle {
+    keepalive: Keepalive,
+    sleep: Pin<Box<Sleep>>,
+    last_read: Instant,
+    pinged: bool,
+}
 
 /// Bytes reserved before each read when the buffer is short of room.
 const READ_CHUNK: usize = 16 * 1024;
@@ -44,17 +70,20 @@ pub(crate) struct Driver<S> {
     write_shut: bool,
     close_timeout: Duration,
     deadline: Option<Pin<Box<Sleep>>>,
+    idle: Option<Idle>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// `read_buf` holds bytes already read past the upgrade request; they are
     /// parsed before the first socket read.
-    pub(crate) fn new(
-        io: S,
-        shared: Arc<Shared>,
-        read_buf: BytesMut,
-        close_timeout: Duration,
-    ) -> Self {
+    pub(crate) fn new(io: S, shared: Arc<Shared>, read_buf: BytesMut, settings: Settings) -> Self {
+        let now = Instant::now();
+        let idle = settings.keepalive.map(|keepalive| Idle {
+            keepalive,
+            sleep: Box::pin(tokio::time::sleep_until(now + keepalive.interval)),
+            last_read: now,
+            pinged: false,
+        });
         Self {
             io,
             shared,
@@ -62,8 +91,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             batch: VecDeque::new(),
             offset: 0,
             write_shut: false,
-            close_timeout,
+            close_timeout: settings.close_timeout,
             deadline: None,
+            idle,
         }
     }
 
@@ -92,6 +122,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             if closing && self.poll_deadline(cx).is_ready() {
                 return Poll::Ready(self.end(Some(Disconnect::TimedOut)));
             }
+            match self.poll_idle(cx) {
+                Poll::Ready(true) => continue,
+                Poll::Ready(false) => {
+                    // Best effort: the close frame goes out if the socket
+                    // takes it now; a silent peer gets no more time.
+                    self.gather(cx);
+                    let _ = self.poll_write(cx);
+                    return Poll::Ready(self.end(Some(Disconnect::TimedOut)));
+                }
+                Poll::Pending => {}
+            }
             if !pending {
                 if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
                     self.read_buf.reserve(READ_CHUNK);
@@ -102,6 +143,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         return Poll::Ready(self.end(Some(Disconnect::Reset)));
                     }
                     Poll::Ready(Ok(_)) => {
+                        if let Some(idle) = &mut self.idle {
+                            idle.last_read = Instant::now();
+                            idle.pinged = false;
+                        }
                         self.process();
                         progress = true;
                     }
@@ -204,6 +249,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         match self.poll_deadline(cx) {
             Poll::Ready(()) => Poll::Ready(self.end(None)),
             Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Runs the keepalive timer: `Ready(true)` when a ping was queued,
+    /// `Ready(false)` when the peer stayed silent past the timeout (a close
+    /// frame with 1001 is then queued), `Pending` otherwise.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        let Some(idle) = &mut self.idle else {
+            return Poll::Pending;
+        };
+        loop {
+            ready!(idle.sleep.as_mut().poll(cx));
+            let k = idle.keepalive;
+            let now = Instant::now();
+            let silent_until = idle.last_read + k.interval;
+            if now < silent_until {
+                idle.sleep.as_mut().reset(silent_until);
+                continue;
+            }
+            if !idle.pinged {
+                idle.pinged = true;
+                idle.sleep.as_mut().reset(silent_until + k.timeout);
+                let mut inner = self.shared.lock();
+                if inner.proto.ping(Bytes::new()).is_ok() {
+                    inner.wake_driver();
+                }
+                return Poll::Ready(true);
+            }
+            if now < silent_until + k.timeout {
+                idle.sleep.as_mut().reset(silent_until + k.timeout);
+                continue;
+            }
+            self.idle = None;
+            let mut inner = self.shared.lock();
+            inner.proto.discard_transmits();
+            let _ = inner
+                .proto
+                .close(CloseCode::GOING_AWAY, "keepalive timeout");
+            return Poll::Ready(false);
         }
     }
 

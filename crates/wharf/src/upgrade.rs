@@ -1,0 +1,180 @@
+//! The upgrade: deciding before the `101`, and upgrading a request that an
+//! application routed itself (hyper or axum).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::request::Parts;
+use http::{Extensions, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header};
+use wharf_proto::{Handshake, Reject, handshake};
+
+use crate::body::Body;
+use crate::conn::Connection;
+use crate::error::Error;
+use crate::server::Server;
+
+/// A valid upgrade request, before it is answered: inspect it, choose a
+/// subprotocol, attach data for the connection, or refuse it.
+pub struct Upgrade {
+    pub(crate) peer: SocketAddr,
+    pub(crate) parts: Parts,
+    pub(crate) offered: Vec<String>,
+    pub(crate) protocol: Option<String>,
+    pub(crate) data: Extensions,
+}
+
+impl Upgrade {
+    /// The peer's address.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The request URI.
+    pub fn uri(&self) -> &Uri {
+        &self.parts.uri
+    }
+
+    /// The request path.
+    pub fn path(&self) -> &str {
+        self.parts.uri.path()
+    }
+
+    /// The query string, if any.
+    pub fn query(&self) -> Option<&str> {
+        self.parts.uri.query()
+    }
+
+    /// The request headers (cookies, `Origin`, authorization, ...).
+    pub fn headers(&self) -> &HeaderMap {
+        &self.parts.headers
+    }
+
+    /// The subprotocols the client offered, in its order of preference.
+    pub fn offered_protocols(&self) -> &[String] {
+        &self.offered
+    }
+
+    /// The subprotocol that will be agreed: the server's choice so far.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// Chooses the subprotocol (`None` for none). Returns `false`, changing
+    /// nothing, if the client did not offer it.
+    pub fn set_protocol(&mut self, protocol: Option<&str>) -> bool {
+        match protocol {
+            Some(p) if !self.offered.iter().any(|o| o == p) => false,
+            p => {
+                self.protocol = p.map(str::to_owned);
+                true
+            }
+        }
+    }
+
+    /// Attaches data to the connection, read back with
+    /// [`Client::data`](crate::Client::data).
+    pub fn insert<T: Clone + Send + Sync + 'static>(&mut self, data: T) {
+        self.data.insert(data);
+    }
+}
+
+impl fmt::Debug for Upgrade {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Upgrade")
+            .field("peer", &self.peer)
+            .field("uri", &self.parts.uri)
+            .field("offered", &self.offered)
+            .field("protocol", &self.protocol)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A refused upgrade: the status and the one-line reason sent as the body.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Refuse {
+    /// The response status.
+    pub status: StatusCode,
+    /// One line saying why.
+    pub reason: Cow<'static, str>,
+}
+
+impl Refuse {
+    /// A refusal with `status` and `reason`.
+    pub fn new(status: StatusCode, reason: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            status,
+            reason: reason.into(),
+        }
+    }
+
+    /// The response: the status, the reason as a `text/plain` body, and
+    /// `Sec-WebSocket-Version: 13` on a 426 or `Allow: GET` on a 405.
+    pub fn into_response(self) -> Response<Body> {
+        let mut res = Response::new(Body::from(self.reason.into_owned()));
+        *res.status_mut() = self.status;
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        match self.status {
+            StatusCode::UPGRADE_REQUIRED => {
+                h.insert(
+                    handshake::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+            }
+            StatusCode::METHOD_NOT_ALLOWED => {
+                h.insert(header::ALLOW, HeaderValue::from_static("GET"));
+            }
+            _ => {}
+        }
+        res
+    }
+}
+
+impl From<Reject> for Refuse {
+    fn from(r: Reject) -> Self {
+        Self::new(r.status, r.reason)
+    }
+}
+
+/// Upgrades a request that an application routed itself, with the default
+/// settings; see [`Server::upgrade`].
+///
+/// # Errors
+/// If the request is not a valid WebSocket handshake: the refusal (status
+/// and one-line reason); send [`Refuse::into_response`] instead.
+pub fn upgrade<B>(req: &mut Request<B>) -> Result<(Response<Body>, PendingConnection), Refuse> {
+    Server::new().upgrade(req)
+}
+
+/// The connection of an upgrade answered with `101`: awaiting it completes
+/// the upgrade, starts the connection's driver on its own task and yields
+/// the [`Connection`].
+pub struct PendingConnection {
+    pub(crate) inner: Pin<Box<dyn Future<Output = Result<Connection, Error>> + Send>>,
+}
+
+impl Future for PendingConnection {
+    type Output = Result<Connection, Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl fmt::Debug for PendingConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingConnection").finish_non_exhaustive()
+    }
+}
+
+/// Validates the handshake, returning the offered protocols.
+pub(crate) fn validate<B>(req: &Request<B>) -> Result<Handshake, Refuse> {
+    Handshake::from_request(req).map_err(Refuse::from)
+}

@@ -84,6 +84,8 @@ pub(crate) struct Inner {
     pub(crate) writing: usize,
     pub(crate) recv_waker: Option<Waker>,
     pub(crate) driver_waker: Option<Waker>,
+    /// The driver stopped reading because events wait for `recv`.
+    pub(crate) read_paused: bool,
     /// Why the connection ended, once the driver is done.
     pub(crate) ended: Option<Disconnect>,
     /// Set once somebody watches the ready state.
@@ -102,6 +104,7 @@ impl Shared {
                 writing: 0,
                 recv_waker: None,
                 driver_waker: None,
+                read_paused: false,
                 ended: None,
                 state_tx: None,
             }),
@@ -367,6 +370,7 @@ impl Connection {
     pub async fn recv(&mut self) -> Option<Message> {
         poll_fn(|cx| {
             let mut inner = self.client.shared.lock();
+            let queued = inner.proto.buffered_amount();
             while let Some(event) = inner.proto.poll_event() {
                 match event {
                     Event::Message(m @ (Message::Text(_) | Message::Binary(_))) => {
@@ -376,9 +380,11 @@ impl Connection {
                     _ => {}
                 }
             }
-            // The queue is empty: the driver may read again, and may have a
-            // close frame to write.
-            inner.wake_driver();
+            // The queue is empty: the driver may read again, and reaching a
+            // close or a violation may have queued a close frame to write.
+            if std::mem::take(&mut inner.read_paused) || inner.proto.buffered_amount() != queued {
+                inner.wake_driver();
+            }
             if inner.ended.is_some() || inner.proto.state() == State::Closed {
                 inner.publish_state();
                 return Poll::Ready(None);

@@ -175,10 +175,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             Some(w) if w.will_wake(cx.waker()) => {}
             _ => inner.driver_waker = Some(cx.waker().clone()),
         }
+        inner.read_paused = inner.proto.has_events();
         (
             inner.proto.is_finished(),
             inner.proto.state() == State::Closing,
-            inner.proto.has_events(),
+            inner.read_paused,
         )
     }
 

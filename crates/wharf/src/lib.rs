@@ -6,6 +6,7 @@ pub mod docs;
 mod error;
 mod hub;
 mod server;
+mod stats;
 mod upgrade;
 
 pub use body::Body;
@@ -13,6 +14,7 @@ pub use conn::{Client, Connection, ReadyState, SlowClient};
 pub use error::{Disconnect, Error, SendError};
 pub use hub::Hub;
 pub use server::Server;
+pub use stats::{Snapshot, Stats};
 pub use upgrade::{PendingConnection, Refuse, Upgrade, upgrade};
 pub use wharf_proto::{CloseCode, CloseFrame, Limits, Message, ProtocolError, Utf8Bytes};
 pub use {http, hyper::body::Incoming};

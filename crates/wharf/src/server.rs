@@ -30,6 +30,7 @@ use crate::conn::task::{Driver, Keepalive, Settings};
 use crate::conn::{Client, Connection, Info, Shared, SlowClient};
 use crate::error::{Disconnect, Error};
 use crate::hub::Hub;
+use crate::stats::{Counters, Stats};
 use crate::upgrade::{PendingConnection, Refuse, Upgrade, validate};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -66,6 +67,7 @@ pub struct Server {
     handshake_timeout: Duration,
     protocols: Vec<String>,
     hub: Hub,
+    stats: Stats,
     on_request: RequestHandler,
     on_upgrade: Option<UpgradeHandler>,
     on_connection: ConnectionHandler,
@@ -96,6 +98,7 @@ impl Server {
             handshake_timeout: Duration::from_secs(10),
             protocols: Vec::new(),
             hub: Hub::new(),
+            stats: Stats::default(),
             on_request: Arc::new(|_| Box::pin(async { upgrade_required() })),
             on_upgrade: None,
             on_connection: Arc::new(|mut conn| {
@@ -107,6 +110,12 @@ impl Server {
     /// The hub of this server's connections (the seed's `server.clients`).
     pub fn hub(&self) -> Hub {
         self.hub.clone()
+    }
+
+    /// This server's counters (connections, messages, bytes, refusals,
+    /// slow clients), for a metrics endpoint.
+    pub fn stats(&self) -> Stats {
+        self.stats.clone()
     }
 
     /// Frame, message and fragment limits for incoming data.
@@ -330,9 +339,10 @@ impl Server {
         };
         let settings = self.settings.clone();
         let hub = self.hub.clone();
+        let stats = self.stats.clone();
         let inner = Box::pin(async move {
             let upgraded = on_upgrade.await.map_err(Error::Upgrade)?;
-            let (conn, driver) = start(settings, hub, upgraded, meta);
+            let (conn, driver) = start(settings, hub, &stats, upgraded, meta);
             tokio::spawn(driver);
             Ok(conn)
         });
@@ -386,6 +396,9 @@ impl Server {
             Ok(hs) => hs,
             Err(refusal) => {
                 tracing::debug!(%peer, status = %refusal.status, reason = %refusal.reason, "handshake refused");
+                self.stats
+                    .counters()
+                    .refused(refusal.status.as_u16(), &refusal.reason);
                 return refusal.into_response();
             }
         };
@@ -404,6 +417,9 @@ impl Server {
                 Ok(up) => up,
                 Err(refuse) => {
                     tracing::debug!(%peer, status = %refuse.status, reason = %refuse.reason, "upgrade refused");
+                    self.stats
+                        .counters()
+                        .refused(refuse.status.as_u16(), &refuse.reason);
                     return refuse.into_response();
                 }
             };
@@ -419,8 +435,13 @@ impl Server {
         tokio::spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    let (conn, driver) =
-                        start(self.settings.clone(), self.hub.clone(), upgraded, meta);
+                    let (conn, driver) = start(
+                        self.settings.clone(),
+                        self.hub.clone(),
+                        &self.stats,
+                        upgraded,
+                        meta,
+                    );
                     tokio::join!(driver, (self.on_connection)(conn));
                 }
                 Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
@@ -445,13 +466,16 @@ struct Meta {
 fn start(
     settings: Settings,
     hub: Hub,
+    stats: &Stats,
     upgraded: Upgraded,
     meta: Meta,
 ) -> (Connection, BoxFuture<()>) {
+    Counters::add(&stats.counters().connections_total, 1);
     let shared = Arc::new(Shared::new(
         wharf_proto::Connection::server(settings.limits),
         settings.max_backpressure,
         settings.slow_client,
+        stats.counters().clone(),
     ));
     let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
     let (driver, peer): (BoxFuture<Disconnect>, SocketAddr) =

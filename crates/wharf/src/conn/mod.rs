@@ -23,6 +23,7 @@ use wharf_proto::{CloseCode, CloseFrame, Event, Message, ProtocolError, State, T
 
 use crate::error::{Disconnect, SendError};
 use crate::hub::Hub;
+use crate::stats::Counters;
 
 /// What happens when a send would push a connection's write queue past
 /// `max_backpressure`.
@@ -74,6 +75,7 @@ pub(crate) struct Shared {
     max_backpressure: usize,
     policy: SlowClient,
     dropped: AtomicU64,
+    stats: Arc<Counters>,
 }
 
 pub(crate) struct Inner {
@@ -97,6 +99,7 @@ impl Shared {
         proto: wharf_proto::Connection,
         max_backpressure: usize,
         policy: SlowClient,
+        stats: Arc<Counters>,
     ) -> Self {
         Self {
             inner: Mutex::new(Inner {
@@ -111,6 +114,7 @@ impl Shared {
             max_backpressure,
             policy,
             dropped: AtomicU64::new(0),
+            stats,
         }
     }
 
@@ -130,18 +134,34 @@ impl Shared {
         if buffered > 0 && buffered + t.len() > self.max_backpressure {
             return Err(self.overflow(&mut inner));
         }
+        let len = t.payload().len();
         inner.proto.send_encoded(t)?;
         inner.wake_driver();
+        drop(inner);
+        self.count_out(len);
         Ok(())
+    }
+
+    pub(crate) fn count_out(&self, len: usize) {
+        Counters::add(&self.stats.messages_out, 1);
+        Counters::add(&self.stats.bytes_out, len as u64);
+    }
+
+    pub(crate) fn stats(&self) -> &Counters {
+        &self.stats
     }
 
     fn overflow(&self, inner: &mut Inner) -> SendError {
         match self.policy {
             SlowClient::Drop => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
+                Counters::add(&self.stats.slow_client_drops, 1);
                 SendError::Dropped
             }
             SlowClient::Close => {
+                if inner.proto.state() == State::Open {
+                    Counters::add(&self.stats.slow_client_closes, 1);
+                }
                 inner.proto.discard_transmits();
                 let _ = inner.proto.close(
                     CloseCode::POLICY_VIOLATION,
@@ -289,8 +309,11 @@ impl Client {
         {
             return Err(self.shared.overflow(&mut inner));
         }
+        let len = message.len();
         inner.proto.send(message)?;
         inner.wake_driver();
+        drop(inner);
+        self.shared.count_out(len);
         Ok(())
     }
 
@@ -374,6 +397,9 @@ impl Connection {
             while let Some(event) = inner.proto.poll_event() {
                 match event {
                     Event::Message(m @ (Message::Text(_) | Message::Binary(_))) => {
+                        let stats = self.client.shared.stats();
+                        Counters::add(&stats.messages_in, 1);
+                        Counters::add(&stats.bytes_in, m.len() as u64);
                         return Poll::Ready(Some(m));
                     }
                     Event::Close(_) => inner.publish_state(),

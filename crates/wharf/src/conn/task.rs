@@ -27,6 +27,7 @@ use wharf_proto::{CloseCode, Limits, State, Transmit};
 
 use super::{Shared, SlowClient};
 use crate::error::Disconnect;
+use crate::stats::Counters;
 
 /// The per-connection settings, copied from the server.
 #[derive(Clone, Debug)]
@@ -311,7 +312,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             (None, None, None) => Disconnect::Reset,
         };
         inner.ended = Some(why.clone());
+        inner.publish_state();
         inner.wake_recv();
+        drop(inner);
+        let stats = self.shared.stats();
+        match &why {
+            Disconnect::Protocol(_) => Counters::add(&stats.protocol_errors, 1),
+            Disconnect::TimedOut => Counters::add(&stats.timeouts, 1),
+            _ => {}
+        }
         why
     }
 }

@@ -203,6 +203,19 @@ impl Inner {
         }
     }
 
+    /// How the connection ended, as far as the core can tell: a violation
+    /// or the peer's close frame once the close handshake is over.
+    pub(crate) fn outcome(&self) -> Option<Disconnect> {
+        if self.proto.state() != State::Closed {
+            return None;
+        }
+        match (self.proto.error(), self.proto.peer_close()) {
+            (Some(e), _) => Some(Disconnect::Protocol(e.clone())),
+            (None, Some(close)) => Some(Disconnect::Closed(close.clone())),
+            (None, None) => None,
+        }
+    }
+
     /// Tells watchers about a ready-state change, if there was one.
     pub(crate) fn publish_state(&mut self) {
         let now = self.ready_state();
@@ -367,9 +380,12 @@ impl Client {
         self.shared.lock().proto.error().cloned()
     }
 
-    /// Why the connection ended, once it has.
+    /// Why the connection ended, once it has: as soon as the close
+    /// handshake is over (when [`Connection::recv`] returns `None`), even
+    /// while the TCP connection is still being shut down.
     pub fn disconnect(&self) -> Option<Disconnect> {
-        self.shared.lock().ended.clone()
+        let inner = self.shared.lock();
+        inner.ended.clone().or_else(|| inner.outcome())
     }
 }
 

@@ -305,12 +305,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// "as the core says".
     fn end(&mut self, why: Option<Disconnect>) -> Disconnect {
         let mut inner = self.shared.lock();
-        let why = match (inner.proto.error(), inner.proto.peer_close(), why) {
-            (Some(e), _, _) => Disconnect::Protocol(e.clone()),
-            (None, Some(close), _) => Disconnect::Closed(close.clone()),
-            (None, None, Some(why)) => why,
-            (None, None, None) => Disconnect::Reset,
-        };
+        let why = inner.outcome().or(why).unwrap_or(Disconnect::Reset);
         inner.ended = Some(why.clone());
         inner.publish_state();
         inner.wake_recv();

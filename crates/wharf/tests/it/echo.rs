@@ -1,0 +1,153 @@
+//! Echo through a real tokio-tungstenite client: payload sizes at every
+//! frame length boundary, pings, and the close handshake from either side.
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use wharf::Disconnect;
+
+use crate::util::{Client, connect, echo_server, start, within};
+
+/// Payload lengths around the 7-bit, 16-bit and 64-bit length encodings,
+/// up to exactly the default 1 MiB message limit.
+const SIZES: [usize; 6] = [0, 125, 126, 65_535, 65_536, 1 << 20];
+
+/// Text of exactly `len` bytes mixing 1- to 4-byte characters, so that
+/// characters straddle frame and read boundaries.
+fn text_of_len(len: usize) -> String {
+    let mut text = String::with_capacity(len);
+    for c in "aé€😀".chars().cycle() {
+        let room = len - text.len();
+        if room == 0 {
+            break;
+        }
+        text.push(if c.len_utf8() <= room { c } else { 'a' });
+    }
+    text
+}
+
+async fn round_trip(ws: &mut Client, msg: Message) -> Message {
+    within("send", ws.send(msg)).await.expect("send");
+    within("echo", ws.next())
+        .await
+        .expect("a message")
+        .expect("no error")
+}
+
+#[tokio::test]
+async fn echoes_text_and_binary_at_frame_length_boundaries() {
+    let (server, _ended) = echo_server();
+    let addr = start(server).await;
+    let mut ws = connect(addr, "/").await;
+    for len in SIZES {
+        let text = text_of_len(len);
+        assert_eq!(text.len(), len);
+        let echoed = round_trip(&mut ws, Message::text(text.clone())).await;
+        let Message::Text(echoed) = echoed else {
+            panic!("expected text of {len} bytes, got {echoed:?}");
+        };
+        assert!(
+            echoed.as_bytes() == text.as_bytes(),
+            "text of {len} bytes differs"
+        );
+
+        let binary: Vec<u8> = (0..len).map(|i| (i * 31 + 7) as u8).collect();
+        let echoed = round_trip(&mut ws, Message::binary(binary.clone())).await;
+        let Message::Binary(echoed) = echoed else {
+            panic!("expected binary of {len} bytes, got {echoed:?}");
+        };
+        assert!(echoed[..] == binary[..], "binary of {len} bytes differs");
+    }
+}
+
+#[tokio::test]
+async fn answers_ping_with_pong_carrying_the_same_payload() {
+    let (server, _ended) = echo_server();
+    let addr = start(server).await;
+    let mut ws = connect(addr, "/").await;
+    for payload in [&b""[..], b"are you there?", &[0xa5; 125]] {
+        let pong = round_trip(&mut ws, Message::Ping(payload.to_vec().into())).await;
+        assert_eq!(pong, Message::Pong(payload.to_vec().into()));
+    }
+    // Data still flows after the pings.
+    let echoed = round_trip(&mut ws, Message::text("after")).await;
+    assert_eq!(echoed, Message::text("after"));
+}
+
+/// Sends `kill` and checks the client's side of the close handshake: a
+/// close frame with 1000 and the reason, then the end of the stream.
+async fn kill(ws: &mut Client) {
+    within("send", ws.send(Message::text("kill")))
+        .await
+        .expect("send");
+    let close = within("close frame", ws.next())
+        .await
+        .expect("a message")
+        .expect("no error");
+    let Message::Close(Some(frame)) = close else {
+        panic!("expected a close frame, got {close:?}");
+    };
+    assert_eq!(frame.code, CloseCode::Normal);
+    assert_eq!(frame.reason, "killed");
+    // tungstenite answers the close; the server then closes TCP.
+    let end = within("end of stream", ws.next()).await;
+    assert!(end.is_none(), "expected the end of the stream, got {end:?}");
+}
+
+#[tokio::test]
+async fn kill_closes_with_1000_and_the_handler_sees_the_echoed_close() {
+    let (server, mut ended) = echo_server();
+    let addr = start(server).await;
+    let mut ws = connect(addr, "/").await;
+    kill(&mut ws).await;
+    let ended = within("handler returns", ended.recv())
+        .await
+        .expect("handler reported");
+    let frame = ended.close_frame.expect("the peer's close frame");
+    assert_eq!(frame.code, wharf::CloseCode::NORMAL);
+}
+
+#[tokio::test]
+async fn answers_the_client_close_with_its_code() {
+    let (server, mut ended) = echo_server();
+    let addr = start(server).await;
+    let mut ws = connect(addr, "/").await;
+    let frame = CloseFrame {
+        code: CloseCode::Away,
+        reason: "bye".into(),
+    };
+    within("close", ws.close(Some(frame))).await.expect("close");
+    let echo = within("close echo", ws.next())
+        .await
+        .expect("a message")
+        .expect("no error");
+    let Message::Close(Some(echo)) = echo else {
+        panic!("expected a close frame, got {echo:?}");
+    };
+    assert_eq!(echo.code, CloseCode::Away);
+    let end = within("end of stream", ws.next()).await;
+    assert!(end.is_none(), "expected the end of the stream, got {end:?}");
+
+    let ended = within("handler returns", ended.recv())
+        .await
+        .expect("handler reported");
+    let frame = ended.close_frame.expect("the peer's close frame");
+    assert_eq!(frame.code, wharf::CloseCode::GOING_AWAY);
+    assert_eq!(frame.reason.as_str(), "bye");
+}
+
+#[tokio::test]
+async fn disconnect_is_closed_once_recv_returns_none_after_kill() {
+    let (server, mut ended) = echo_server();
+    let addr = start(server).await;
+    let mut ws = connect(addr, "/").await;
+    kill(&mut ws).await;
+    let ended = within("handler returns", ended.recv())
+        .await
+        .expect("handler reported");
+    match ended.disconnect {
+        Some(Disconnect::Closed(frame)) => assert_eq!(frame.code, wharf::CloseCode::NORMAL),
+        other => panic!("expected Disconnect::Closed, got {other:?}"),
+    }
+}

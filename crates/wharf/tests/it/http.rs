@@ -1,0 +1,44 @@
+//! Plain HTTP and WebSocket on one port.
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::util::{RawClient, connect, echo_server, start, within};
+
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+#[tokio::test]
+async fn serves_plain_http_and_websocket_on_one_port() {
+    let (server, _ended) = echo_server();
+    let addr = start(server).await;
+
+    // Two requests on one keep-alive connection, both answered by the
+    // application's request handler.
+    let mut http = RawClient::connect(addr).await;
+    for _ in 0..2 {
+        http.write(GET).await;
+        let res = http.read_response().await;
+        assert_eq!(res.status, 200, "{res:?}");
+        assert_eq!(res.header("content-type"), Some("text/plain"));
+        assert_eq!(res.body, b"okay");
+    }
+
+    // Then a WebSocket client on the same port.
+    let mut ws = connect(addr, "/").await;
+    within("send", ws.send(Message::text("hello")))
+        .await
+        .expect("send");
+    let echoed = within("echo", ws.next()).await.expect("a message");
+    assert_eq!(echoed.expect("no error"), Message::text("hello"));
+}
+
+#[tokio::test]
+async fn answers_plain_requests_with_426_by_default() {
+    let addr = start(wharf::Server::new()).await;
+    let mut http = RawClient::connect(addr).await;
+    http.write(GET).await;
+    let res = http.read_response().await;
+    assert_eq!(res.status, 426, "{res:?}");
+    assert_eq!(res.header("upgrade"), Some("websocket"));
+    res.one_line_body();
+}

@@ -1,0 +1,12 @@
+//! Integration tests for `wharf`: one binary, every test against a real
+//! server on a loopback port and a real peer (tokio-tungstenite, or a raw TCP
+//! client writing bytes by hand), every wait bounded by a timeout.
+
+mod auto_traits;
+mod backpressure;
+mod echo;
+mod http;
+mod limits;
+mod protocol;
+mod upgrade;
+mod util;

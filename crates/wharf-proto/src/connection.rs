@@ -23,6 +23,7 @@ use std::fmt;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::close::{CloseCode, CloseFrame};
+use crate::deflate::{Codec, DeflateParams};
 use crate::error::ProtocolError;
 use crate::frame::{FrameHeader, OpCode, Transmit};
 use crate::limits::Limits;
@@ -97,6 +98,7 @@ pub struct Connection {
     /// A violation found behind events not yet polled.
     deferred: Option<ProtocolError>,
     mask_source: Option<Box<dyn FnMut() -> [u8; 4] + Send + Sync>>,
+    deflate: Option<Codec>,
 }
 
 /// The frame being received: header decoded, payload not yet complete.
@@ -108,14 +110,17 @@ struct RxFrame {
     len: usize,
     /// Payload bytes at the front of the buffer already unmasked and checked.
     processed: usize,
-    /// Whether the payload is text to validate as it arrives.
+    /// Whether the message is text.
     text: bool,
+    /// Whether the message is compressed (permessage-deflate).
+    compressed: bool,
 }
 
 /// A fragmented message being assembled.
 #[derive(Debug)]
 struct RxMessage {
     text: bool,
+    compressed: bool,
     data: BytesMut,
     fragments: usize,
 }
@@ -156,7 +161,27 @@ impl Connection {
             input_done: false,
             deferred: None,
             mask_source,
+            deflate: None,
         }
+    }
+
+    /// Turns on permessage-deflate with the parameters agreed in the
+    /// handshake: RSV1 becomes legal on a message's first frame.
+    #[must_use]
+    pub fn with_deflate(mut self, params: DeflateParams) -> Self {
+        self.rsv_allowed = 0b100;
+        let local = match self.role {
+            Role::Server => params,
+            Role::Client => params.mirrored(),
+        };
+        self.deflate = Some(Codec::new(params, local));
+        self
+    }
+
+    /// The permessage-deflate parameters in force, as agreed in the
+    /// handshake, if negotiated.
+    pub fn deflate(&self) -> Option<&DeflateParams> {
+        self.deflate.as_ref().map(|c| &c.agreed)
     }
 
     /// This end's role.
@@ -271,6 +296,20 @@ impl Connection {
     /// If the close handshake has begun, or a ping/pong payload is over 125
     /// bytes.
     pub fn send(&mut self, message: Message) -> Result<(), SendError> {
+        self.send_with(message, true)
+    }
+
+    /// Queues a message that is never compressed, even with permessage-deflate
+    /// on: for payloads mixing secrets with attacker-chosen data (CRIME,
+    /// BREACH).
+    ///
+    /// # Errors
+    /// As for [`Connection::send`].
+    pub fn send_uncompressed(&mut self, message: Message) -> Result<(), SendError> {
+        self.send_with(message, false)
+    }
+
+    fn send_with(&mut self, message: Message, compress: bool) -> Result<(), SendError> {
         let (opcode, payload) = match message {
             Message::Text(t) => (OpCode::Text, t.into_bytes()),
             Message::Binary(b) => (OpCode::Binary, b),
@@ -283,7 +322,15 @@ impl Connection {
         if self.state != State::Open {
             return Err(SendError::Closed);
         }
-        let t = self.encode(opcode, payload);
+        let t = match self.deflate.as_mut() {
+            Some(codec)
+                if compress && !opcode.is_control() && payload.len() >= codec.params.threshold =>
+            {
+                let compressed = codec.compress(&payload);
+                self.encode_rsv(opcode, compressed, 0b100)
+            }
+            _ => self.encode(opcode, payload),
+        };
         self.push(t);
         Ok(())
     }
@@ -365,7 +412,14 @@ impl Connection {
     /// Checks a header against role, extensions, fragmentation and limits,
     /// before any of its payload is buffered.
     fn check_header(&mut self, h: FrameHeader) -> Result<RxFrame, ProtocolError> {
-        if h.rsv & !self.rsv_allowed != 0 {
+        let rsv1 = h.rsv & 0b100 != 0;
+        if h.rsv & !self.rsv_allowed != 0
+            || (rsv1
+                && matches!(
+                    h.opcode,
+                    OpCode::Continuation | OpCode::Close | OpCode::Ping | OpCode::Pong
+                ))
+        {
             return Err(ProtocolError::ReservedBitsSet);
         }
         match (self.role, h.mask.is_some()) {
@@ -377,15 +431,15 @@ impl Connection {
             Some(m) => (m.data.len(), m.fragments),
             None => (0, 0),
         };
-        let text = match h.opcode {
+        let (text, compressed) = match h.opcode {
             OpCode::Continuation => match &self.message {
-                Some(m) => m.text,
+                Some(m) => (m.text, m.compressed),
                 None => return Err(ProtocolError::ContinuationUnexpected),
             },
             OpCode::Text | OpCode::Binary if self.message.is_some() => {
                 return Err(ProtocolError::ContinuationExpected);
             }
-            op => op == OpCode::Text,
+            op => (op == OpCode::Text, rsv1),
         };
         let max_frame = self.limits.max_frame_size;
         let len = usize::try_from(h.payload_len)
@@ -414,13 +468,14 @@ impl Connection {
             len,
             processed: 0,
             text,
+            compressed,
         })
     }
 
     /// Handles the part of a frame that has arrived: text is unmasked and
     /// validated now so that bad UTF-8 fails fast (Autobahn 6.4.x).
     fn partial(&mut self, mut frame: RxFrame, buf: &mut BytesMut) -> Result<(), ProtocolError> {
-        if frame.text && buf.len() > frame.processed {
+        if frame.text && !frame.compressed && buf.len() > frame.processed {
             if frame.processed == 0 && self.message.is_none() {
                 self.utf8 = Utf8Validator::new();
             }
@@ -458,6 +513,10 @@ impl Connection {
                 self.message = None;
                 self.events.push_back(Event::Close(close));
             }
+            OpCode::Text | OpCode::Binary if frame.fin && frame.compressed => {
+                let message = self.inflate(frame.text, &payload)?;
+                self.events.push_back(Event::Message(message));
+            }
             OpCode::Text | OpCode::Binary if frame.fin => {
                 let message = if frame.text {
                     if frame.processed > 0 {
@@ -472,7 +531,7 @@ impl Connection {
                 self.events.push_back(Event::Message(message));
             }
             OpCode::Text | OpCode::Binary => {
-                if frame.text {
+                if frame.text && !frame.compressed {
                     if frame.processed == 0 {
                         self.utf8 = Utf8Validator::new();
                     }
@@ -480,12 +539,13 @@ impl Connection {
                 }
                 self.message = Some(RxMessage {
                     text: frame.text,
+                    compressed: frame.compressed,
                     data: payload,
                     fragments: 1,
                 });
             }
             OpCode::Continuation => {
-                if frame.text {
+                if frame.text && !frame.compressed {
                     self.check_utf8(&payload[frame.processed..], frame.fin)?;
                 }
                 let Some(message) = self.message.as_mut() else {
@@ -496,19 +556,35 @@ impl Connection {
                 if frame.fin
                     && let Some(m) = self.message.take()
                 {
-                    let data = m.data.freeze();
-                    let message = if m.text {
+                    let message = if m.compressed {
+                        self.inflate(m.text, &m.data)?
+                    } else if m.text {
                         Message::Text(
-                            Utf8Bytes::try_from(data).map_err(|_| ProtocolError::TextNotUtf8)?,
+                            Utf8Bytes::try_from(m.data.freeze())
+                                .map_err(|_| ProtocolError::TextNotUtf8)?,
                         )
                     } else {
-                        Message::Binary(data)
+                        Message::Binary(m.data.freeze())
                     };
                     self.events.push_back(Event::Message(message));
                 }
             }
         }
         Ok(())
+    }
+
+    /// Inflates a whole compressed message, bounded by the message limit.
+    fn inflate(&mut self, text: bool, payload: &[u8]) -> Result<Message, ProtocolError> {
+        let limit = self.limits.max_message_size;
+        let Some(codec) = self.deflate.as_mut() else {
+            return Err(ProtocolError::ReservedBitsSet);
+        };
+        let data = codec.decompress(payload, limit)?;
+        Ok(if text {
+            Message::Text(Utf8Bytes::try_from(data).map_err(|_| ProtocolError::TextNotUtf8)?)
+        } else {
+            Message::Binary(data)
+        })
     }
 
     fn check_utf8(&mut self, bytes: &[u8], fin: bool) -> Result<(), ProtocolError> {
@@ -537,9 +613,21 @@ impl Connection {
     }
 
     fn encode(&mut self, opcode: OpCode, payload: Bytes) -> Transmit {
+        self.encode_rsv(opcode, payload, 0)
+    }
+
+    fn encode_rsv(&mut self, opcode: OpCode, payload: Bytes, rsv: u8) -> Transmit {
+        let mut header = FrameHeader::new(true, opcode, None, payload.len() as u64);
+        header.rsv = rsv;
         match (self.role, self.mask_source.as_mut()) {
-            (Role::Client, Some(source)) => Transmit::masked(opcode, &payload, source()),
-            _ => Transmit::unmasked(opcode, payload),
+            (Role::Client, Some(source)) => {
+                let key = source();
+                header.mask = Some(key);
+                let mut masked = payload.to_vec();
+                mask::apply(&mut masked, key, 0);
+                Transmit::with_header(header, masked.into())
+            }
+            _ => Transmit::with_header(header, payload),
         }
     }
 

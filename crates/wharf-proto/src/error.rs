@@ -19,6 +19,9 @@ pub enum ProtocolError {
     /// A close frame's reason was not UTF-8 (§5.5.1).
     #[error("close reason is not valid utf-8")]
     CloseReasonNotUtf8,
+    /// A compressed message was not valid deflate data (RFC 7692 §6.2).
+    #[error("compressed data is not valid deflate")]
+    CompressedDataInvalid,
     /// A continuation frame arrived while no fragmented message was open (§5.4).
     #[error("continuation frame without a message to continue")]
     ContinuationUnexpected,
@@ -78,7 +81,9 @@ impl ProtocolError {
     /// The close code the connection is failed with.
     pub fn close_code(&self) -> CloseCode {
         match self {
-            Self::CloseReasonNotUtf8 | Self::TextNotUtf8 => CloseCode::INVALID_PAYLOAD,
+            Self::CloseReasonNotUtf8 | Self::TextNotUtf8 | Self::CompressedDataInvalid => {
+                CloseCode::INVALID_PAYLOAD
+            }
             Self::FrameTooBig { .. } | Self::MessageTooBig { .. } => CloseCode::MESSAGE_TOO_BIG,
             Self::FragmentsTooMany { .. } => CloseCode::POLICY_VIOLATION,
             Self::CloseCodeInvalid(_)

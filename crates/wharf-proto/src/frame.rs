@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 
+use crate::deflate::{self, DeflateParams};
 use crate::error::ProtocolError;
 use crate::mask;
 use crate::message::Message;
@@ -232,6 +233,28 @@ impl Transmit {
             Message::Pong(b) => (OpCode::Pong, b),
         };
         Self::unmasked(opcode, payload)
+    }
+
+    /// Encodes a message compressed once for every connection whose
+    /// permessage-deflate parameters match `params` (no server context
+    /// takeover), for a broadcast. `None` if those connections would not
+    /// compress it (below the threshold, a control message, or their
+    /// compressor keeps context).
+    pub fn deflated(message: &Message, params: &DeflateParams) -> Option<Self> {
+        let opcode = match message {
+            Message::Text(_) => OpCode::Text,
+            Message::Binary(_) => OpCode::Binary,
+            _ => return None,
+        };
+        let payload = message.as_bytes();
+        if !params.shareable() || payload.len() < params.threshold {
+            return None;
+        }
+        let compressed =
+            deflate::compress_shared(params.server_max_window_bits, params.level, payload);
+        let mut header = FrameHeader::new(true, opcode, None, compressed.len() as u64);
+        header.rsv = 0b100;
+        Some(Self::with_header(header, compressed))
     }
 
     /// Encodes a single, final frame masked with `key` (the client's form).

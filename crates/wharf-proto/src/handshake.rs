@@ -8,6 +8,8 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use sha1::{Digest, Sha1};
 
+use crate::deflate::{self, DeflateConfig, DeflateParams, Offer};
+
 /// The GUID of RFC 6455 §1.3.
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
@@ -43,6 +45,7 @@ pub fn is_upgrade_request<B>(req: &Request<B>) -> bool {
 pub struct Handshake {
     accept: HeaderValue,
     protocols: Vec<String>,
+    deflate_offers: Vec<Offer>,
 }
 
 /// A refused handshake: the HTTP status and a one-line reason for the body.
@@ -90,7 +93,8 @@ impl Handshake {
     /// # Errors
     /// A [`Reject`] naming the first requirement that failed: 405 for a
     /// method other than GET, 505 for HTTP/1.0, 426 for a missing or
-    /// unsupported `Sec-WebSocket-Version`, 400 for everything else.
+    /// unsupported `Sec-WebSocket-Version`, 400 for everything else,
+    /// including a `Sec-WebSocket-Extensions` header that does not parse.
     pub fn validate(
         method: &Method,
         version: Version,
@@ -164,7 +168,20 @@ impl Handshake {
         let protocols = tokens(headers, &SEC_WEBSOCKET_PROTOCOL)
             .map(str::to_owned)
             .collect();
-        Ok(Self { accept, protocols })
+        let deflate_offers = deflate::parse_offers(
+            headers.get_all(SEC_WEBSOCKET_EXTENSIONS).iter(),
+        )
+        .map_err(|_| {
+            Reject::new(
+                StatusCode::BAD_REQUEST,
+                "malformed Sec-WebSocket-Extensions header",
+            )
+        })?;
+        Ok(Self {
+            accept,
+            protocols,
+            deflate_offers,
+        })
     }
 
     /// Validates a whole request; see [`Handshake::validate`].
@@ -188,14 +205,30 @@ impl Handshake {
             .find(|p| supported.contains(p))
     }
 
+    /// Accepts the first acceptable `permessage-deflate` offer under `config`
+    /// (RFC 7692 §5.1): the agreed parameters, and the
+    /// `Sec-WebSocket-Extensions` value for [`Handshake::response`]. `None`
+    /// if the client offered nothing acceptable.
+    pub fn negotiate_deflate(
+        &self,
+        config: &DeflateConfig,
+    ) -> Option<(DeflateParams, HeaderValue)> {
+        deflate::negotiate(&self.deflate_offers, config)
+    }
+
     /// The `Sec-WebSocket-Accept` value.
     pub fn accept(&self) -> &HeaderValue {
         &self.accept
     }
 
     /// The `101 Switching Protocols` response, naming `protocol` if one was
-    /// chosen (it should be one the client offered).
-    pub fn response(&self, protocol: Option<&str>) -> Response<()> {
+    /// chosen (it should be one the client offered) and the agreed
+    /// `extensions` (from [`Handshake::negotiate_deflate`]).
+    pub fn response(
+        &self,
+        protocol: Option<&str>,
+        extensions: Option<&HeaderValue>,
+    ) -> Response<()> {
         let mut res = Response::new(());
         *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         let h = res.headers_mut();
@@ -204,6 +237,9 @@ impl Handshake {
         h.insert(SEC_WEBSOCKET_ACCEPT, self.accept.clone());
         if let Some(p) = protocol.and_then(|p| HeaderValue::from_str(p).ok()) {
             h.insert(SEC_WEBSOCKET_PROTOCOL, p);
+        }
+        if let Some(e) = extensions {
+            h.insert(SEC_WEBSOCKET_EXTENSIONS, e.clone());
         }
         res
     }
@@ -258,7 +294,7 @@ mod tests {
         let hs = Handshake::from_request(&req).unwrap();
         assert_eq!(hs.protocols(), ["chat", "superchat"]);
         assert_eq!(hs.select_protocol(&["superchat"]), Some("superchat"));
-        let res = hs.response(Some("superchat"));
+        let res = hs.response(Some("superchat"), None);
         assert_eq!(res.status(), StatusCode::SWITCHING_PROTOCOLS);
         assert_eq!(
             res.headers()["sec-websocket-accept"],

@@ -30,13 +30,16 @@
 //! assert_eq!(frame.to_vec(), b"\x81\x05Hello");
 //! ```
 //!
-//! Features: none yet. permessage-deflate (RFC 7692) is planned.
+//! permessage-deflate (RFC 7692) is built in: negotiate it with
+//! [`Handshake::negotiate_deflate`] and turn it on with
+//! [`Connection::with_deflate`]. There are no cargo features.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod close;
 mod connection;
+pub mod deflate;
 mod error;
 pub mod frame;
 pub mod handshake;
@@ -47,6 +50,7 @@ mod utf8;
 
 pub use close::{CloseCode, CloseFrame, MAX_REASON_LEN};
 pub use connection::{Connection, Event, Role, SendError, State};
+pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::ProtocolError;
 pub use frame::{OpCode, Transmit};
 pub use handshake::{Handshake, Reject};

@@ -16,5 +16,7 @@ pub use hub::Hub;
 pub use server::Server;
 pub use stats::{Snapshot, Stats};
 pub use upgrade::{PendingConnection, Refuse, Upgrade, upgrade};
-pub use wharf_proto::{CloseCode, CloseFrame, Limits, Message, ProtocolError, Utf8Bytes};
+pub use wharf_proto::{
+    CloseCode, CloseFrame, DeflateConfig, DeflateParams, Limits, Message, ProtocolError, Utf8Bytes,
+};
 pub use {http, hyper::body::Incoming};

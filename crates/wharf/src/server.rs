@@ -23,7 +23,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::watch;
-use wharf_proto::{CloseCode, Limits, handshake};
+use wharf_proto::{CloseCode, DeflateConfig, DeflateParams, Limits, handshake};
 
 use crate::body::Body;
 use crate::conn::task::{Driver, Keepalive, Settings};
@@ -89,6 +89,7 @@ impl Server {
                 limits: Limits::default(),
                 max_backpressure: 1 << 20,
                 slow_client: SlowClient::Close,
+                deflate: None,
                 close_timeout: Duration::from_secs(10),
                 keepalive: Some(Keepalive {
                     interval: Duration::from_secs(30),
@@ -130,6 +131,15 @@ impl Server {
     #[must_use]
     pub fn max_backpressure(mut self, bytes: usize) -> Self {
         self.settings.max_backpressure = bytes;
+        self
+    }
+
+    /// Offers permessage-deflate (RFC 7692) to clients that ask, with these
+    /// settings; `None` (the default) turns it off. See [`DeflateConfig`]
+    /// for the shared and dedicated memory modes.
+    #[must_use]
+    pub fn deflate(mut self, config: Option<DeflateConfig>) -> Self {
+        self.settings.deflate = config;
         self
     }
 
@@ -328,7 +338,14 @@ impl Server {
         let hs = validate(req)?;
         let supported: Vec<&str> = self.protocols.iter().map(String::as_str).collect();
         let protocol = hs.select_protocol(&supported).map(str::to_owned);
-        let response = hs.response(protocol.as_deref()).map(|()| Body::empty());
+        let deflate = self
+            .settings
+            .deflate
+            .as_ref()
+            .and_then(|c| hs.negotiate_deflate(c));
+        let response = hs
+            .response(protocol.as_deref(), deflate.as_ref().map(|d| &d.1))
+            .map(|()| Body::empty());
         let on_upgrade = hyper::upgrade::on(&mut *req);
         let meta = Meta {
             peer: None,
@@ -336,6 +353,7 @@ impl Server {
             headers: req.headers().clone(),
             protocol,
             data: http::Extensions::new(),
+            deflate: deflate.map(|d| d.0),
         };
         let settings = self.settings.clone();
         let hub = self.hub.clone();
@@ -424,13 +442,21 @@ impl Server {
                 }
             };
         }
-        let response = hs.response(up.protocol.as_deref()).map(|()| Body::empty());
+        let deflate = self
+            .settings
+            .deflate
+            .as_ref()
+            .and_then(|c| hs.negotiate_deflate(c));
+        let response = hs
+            .response(up.protocol.as_deref(), deflate.as_ref().map(|d| &d.1))
+            .map(|()| Body::empty());
         let meta = Meta {
             peer: Some(peer),
             uri: up.parts.uri,
             headers: up.parts.headers,
             protocol: up.protocol,
             data: up.data,
+            deflate: deflate.map(|d| d.0),
         };
         tokio::spawn(async move {
             match on_upgrade.await {
@@ -458,6 +484,7 @@ struct Meta {
     headers: http::HeaderMap,
     protocol: Option<String>,
     data: http::Extensions,
+    deflate: Option<DeflateParams>,
 }
 
 /// Takes the socket back from hyper, registers the connection with the hub
@@ -471,8 +498,12 @@ fn start(
     meta: Meta,
 ) -> (Connection, BoxFuture<()>) {
     Counters::add(&stats.counters().connections_total, 1);
+    let mut proto = wharf_proto::Connection::server(settings.limits);
+    if let Some(params) = meta.deflate {
+        proto = proto.with_deflate(params);
+    }
     let shared = Arc::new(Shared::new(
-        wharf_proto::Connection::server(settings.limits),
+        proto,
         settings.max_backpressure,
         settings.slow_client,
         stats.counters().clone(),

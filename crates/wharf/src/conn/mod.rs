@@ -19,7 +19,9 @@ use std::task::{Poll, Waker};
 
 use http::{Extensions, HeaderMap, Uri};
 use tokio::sync::watch;
-use wharf_proto::{CloseCode, CloseFrame, Event, Message, ProtocolError, State, Transmit};
+use wharf_proto::{
+    CloseCode, CloseFrame, DeflateParams, Event, Message, ProtocolError, State, Transmit,
+};
 
 use crate::error::{Disconnect, SendError};
 use crate::hub::Hub;
@@ -76,6 +78,8 @@ pub(crate) struct Shared {
     policy: SlowClient,
     dropped: AtomicU64,
     stats: Arc<Counters>,
+    /// The permessage-deflate parameters, fixed at the handshake.
+    deflate: Option<DeflateParams>,
 }
 
 pub(crate) struct Inner {
@@ -101,6 +105,7 @@ impl Shared {
         policy: SlowClient,
         stats: Arc<Counters>,
     ) -> Self {
+        let deflate = proto.deflate().copied();
         Self {
             inner: Mutex::new(Inner {
                 proto,
@@ -115,6 +120,7 @@ impl Shared {
             policy,
             dropped: AtomicU64::new(0),
             stats,
+            deflate,
         }
     }
 
@@ -145,6 +151,10 @@ impl Shared {
     pub(crate) fn count_out(&self, len: usize) {
         Counters::add(&self.stats.messages_out, 1);
         Counters::add(&self.stats.bytes_out, len as u64);
+    }
+
+    pub(crate) fn deflate(&self) -> Option<&DeflateParams> {
+        self.deflate.as_ref()
     }
 
     pub(crate) fn stats(&self) -> &Counters {
@@ -313,7 +323,25 @@ impl Client {
     /// (the connection is being closed with 1008) or [`SendError::Dropped`],
     /// by the server's [`SlowClient`] policy.
     pub fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
-        let message = message.into();
+        self.send_with(message.into(), true)
+    }
+
+    /// Queues a message that is never compressed, even when the connection
+    /// negotiated permessage-deflate: for payloads that mix secrets with
+    /// data an attacker chooses (CRIME, BREACH).
+    ///
+    /// # Errors
+    /// As for [`Client::send`].
+    pub fn send_uncompressed(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.send_with(message.into(), false)
+    }
+
+    /// The permessage-deflate parameters agreed in the handshake, if any.
+    pub fn deflate(&self) -> Option<&DeflateParams> {
+        self.shared.deflate()
+    }
+
+    fn send_with(&self, message: Message, compress: bool) -> Result<(), SendError> {
         let mut inner = self.shared.lock();
         let buffered = inner.buffered();
         if inner.proto.state() == State::Open
@@ -323,7 +351,11 @@ impl Client {
             return Err(self.shared.overflow(&mut inner));
         }
         let len = message.len();
-        inner.proto.send(message)?;
+        if compress {
+            inner.proto.send(message)?;
+        } else {
+            inner.proto.send_uncompressed(message)?;
+        }
         inner.wake_driver();
         drop(inner);
         self.shared.count_out(len);

@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, Sleep};
-use wharf_proto::{CloseCode, Limits, State, Transmit};
+use wharf_proto::{CloseCode, DeflateConfig, Limits, State, Transmit};
 
 use super::{Shared, SlowClient};
 use crate::error::Disconnect;
@@ -35,6 +35,7 @@ pub(crate) struct Settings {
     pub(crate) limits: Limits,
     pub(crate) max_backpressure: usize,
     pub(crate) slow_client: SlowClient,
+    pub(crate) deflate: Option<DeflateConfig>,
     pub(crate) close_timeout: Duration,
     pub(crate) keepalive: Option<Keepalive>,
 }

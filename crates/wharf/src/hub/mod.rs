@@ -3,7 +3,8 @@
 //!
 //! A broadcast or publish encodes its frame once; every receiver's queue gets
 //! a clone of the same `Transmit`, whose payload is a reference-counted
-//! `Bytes`: no per-receiver copy. Pushing never waits, so a slow receiver
+//! `Bytes`: no per-receiver copy. With permessage-deflate it also compresses
+//! once for all receivers without server context takeover (see `deliver`). Pushing never waits, so a slow receiver
 //! cannot slow the others; it meets its own `max_backpressure` instead.
 //! Messages from one sender reach each receiver in the order they were sent.
 //!
@@ -90,13 +91,12 @@ impl Hub {
     }
 
     fn broadcast_inner(&self, message: Message, except: Option<u64>) -> usize {
-        let frame = Transmit::message(message);
         let clients = read(&self.inner.clients);
-        clients
+        let receivers = clients
             .iter()
             .filter(|&(id, _)| Some(*id) != except)
-            .filter(|(_, e)| e.client.shared().send_encoded(frame.clone()).is_ok())
-            .count()
+            .map(|(_, e)| &e.client);
+        deliver(receivers, message)
     }
 
     /// Adds connection `id` to `room` (created on first join). Returns
@@ -141,12 +141,11 @@ impl Hub {
         let Some(members) = rooms.get(room) else {
             return 0;
         };
-        let frame = Transmit::message(message);
-        members
+        let receivers = members
             .iter()
             .filter(|&(id, _)| Some(*id) != except)
-            .filter(|(_, c)| c.shared().send_encoded(frame.clone()).is_ok())
-            .count()
+            .map(|(_, c)| c);
+        deliver(receivers, message)
     }
 
     /// The ids of `room`'s members.
@@ -225,6 +224,38 @@ impl Hub {
             self.inner.emptied.notify_waiters();
         }
     }
+}
+
+/// Queues `message` for every receiver, encoding it once: one plain frame
+/// for connections without compression, one compressed frame per distinct
+/// set of deflate parameters for connections whose compressor keeps no
+/// context, and a per-connection compression only for connections with
+/// server context takeover. Returns how many receivers queued it.
+fn deliver<'a>(receivers: impl Iterator<Item = &'a Client>, message: Message) -> usize {
+    let plain = Transmit::message(message.clone());
+    let mut deflated: Vec<((u8, u32, usize), Option<Transmit>)> = Vec::new();
+    let mut queued = 0;
+    for client in receivers {
+        let shared = client.shared();
+        let sent = match shared.deflate() {
+            None => shared.send_encoded(plain.clone()),
+            Some(p) if p.shareable() => {
+                let key = (p.server_max_window_bits, p.level, p.threshold);
+                let frame = match deflated.iter().find(|(k, _)| *k == key) {
+                    Some((_, frame)) => frame.clone(),
+                    None => {
+                        let frame = Transmit::deflated(&message, p);
+                        deflated.push((key, frame.clone()));
+                        frame
+                    }
+                };
+                shared.send_encoded(frame.unwrap_or_else(|| plain.clone()))
+            }
+            Some(_) => client.send(message.clone()),
+        };
+        queued += usize::from(sent.is_ok());
+    }
+    queued
 }
 
 fn remove_member(rooms: &mut HashMap<String, HashMap<u64, Client>>, room: &str, id: u64) -> bool {

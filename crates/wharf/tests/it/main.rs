@@ -4,9 +4,15 @@
 
 mod auto_traits;
 mod backpressure;
+mod chat_util;
 mod echo;
 mod http;
+mod hub;
+mod keepalive;
 mod limits;
 mod protocol;
+mod shutdown;
+mod slow_client;
 mod upgrade;
+mod upgrade_hook;
 mod util;

@@ -5,6 +5,7 @@
 mod auto_traits;
 mod backpressure;
 mod chat_util;
+mod deflate;
 mod echo;
 mod http;
 mod hub;

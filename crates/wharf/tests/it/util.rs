@@ -264,11 +264,20 @@ impl RawClient {
         res
     }
 
-    /// Reads one frame from the server, which must be unmasked.
+    /// Reads one frame from the server, which must be unmasked and have no
+    /// reserved bit set.
     pub(crate) async fn read_frame(&mut self) -> RawFrame {
+        let (rsv, frame) = self.read_frame_rsv().await;
+        assert_eq!(rsv, 0, "reserved bits set");
+        frame
+    }
+
+    /// Reads one frame from the server, which must be unmasked, with its
+    /// RSV bits (RSV1 = `0b100`).
+    pub(crate) async fn read_frame_rsv(&mut self) -> (u8, RawFrame) {
         let head = self.take(2).await;
         let fin = head[0] & 0x80 != 0;
-        assert_eq!(head[0] & 0x70, 0, "reserved bits set");
+        let rsv = (head[0] >> 4) & 0x7;
         let opcode = head[0] & 0x0f;
         assert_eq!(head[1] & 0x80, 0, "server frames must not be masked");
         let len = match head[1] & 0x7f {
@@ -280,11 +289,14 @@ impl RawClient {
         };
         let len = usize::try_from(len).expect("frame length fits usize");
         let payload = self.take(len).await;
-        RawFrame {
-            fin,
-            opcode,
-            payload,
-        }
+        (
+            rsv,
+            RawFrame {
+                fin,
+                opcode,
+                payload,
+            },
+        )
     }
 
     /// Asserts that the server closes the connection: reads (discarding at

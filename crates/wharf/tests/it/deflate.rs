@@ -1,0 +1,233 @@
+//! permessage-deflate over real sockets: negotiation, compressed messages
+//! both ways, the inflate limit (decompression bombs), refused headers, and
+//! compress-once broadcast. Client frames are compressed here with flate2,
+//! independently of the server's codec.
+
+use std::net::SocketAddr;
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+use wharf::{DeflateConfig, Server};
+
+use crate::util::{MASK, RawClient, echo_server, start, upgrade_request, within};
+
+const OFFER: &str = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits";
+
+/// Raw-deflates `data` with a sync flush and strips the `00 00 FF FF` tail,
+/// as RFC 7692 §7.2.1 says a sender does.
+fn deflate(data: &[u8]) -> Vec<u8> {
+    let mut c = Compress::new(Compression::new(6), false);
+    let mut out = Vec::with_capacity(data.len() + 64);
+    loop {
+        let consumed = c.total_in() as usize;
+        out.reserve(out.capacity().max(1024));
+        c.compress_vec(&data[consumed..], &mut out, FlushCompress::Sync)
+            .expect("deflate");
+        if c.total_in() as usize == data.len() && out.len() < out.capacity() {
+            break;
+        }
+    }
+    assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+    out.truncate(out.len() - 4);
+    out
+}
+
+/// Inflates a message the server compressed.
+fn inflate(data: &[u8]) -> Vec<u8> {
+    let mut d = Decompress::new(false);
+    let mut input = data.to_vec();
+    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut out = Vec::with_capacity(64 << 10);
+    d.decompress_vec(&input, &mut out, FlushDecompress::Sync)
+        .expect("inflate");
+    out
+}
+
+/// A masked, final, RSV1 (compressed) client frame.
+fn compressed_frame(opcode: u8, compressed: &[u8]) -> Vec<u8> {
+    let mut out = crate::util::frame(opcode, compressed, Some(MASK));
+    out[0] |= 0x40;
+    out
+}
+
+async fn handshake_with_deflate(addr: SocketAddr) -> (RawClient, Option<String>) {
+    let mut client = RawClient::connect(addr).await;
+    client
+        .write(upgrade_request("/", &[OFFER]).as_bytes())
+        .await;
+    let res = client.read_response().await;
+    assert_eq!(res.status, 101, "{res:?}");
+    let ext = res.header("sec-websocket-extensions").map(str::to_owned);
+    (client, ext)
+}
+
+fn chat_json(n: usize) -> String {
+    let texts = [
+        "hello there",
+        "how is everyone doing today?",
+        "shipping the release now",
+        "lunch?",
+    ];
+    (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"type":"message","room":"lobby","id":{i},"name":"user{}","text":"{}","ts":{}}}"#,
+                i % 7,
+                texts[i % texts.len()],
+                1_732_480_000 + i
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test]
+async fn negotiates_and_echoes_compressed_messages() {
+    let (server, _ended) = echo_server();
+    let addr = start(server.deflate(Some(DeflateConfig::shared()))).await;
+    let (mut client, ext) = handshake_with_deflate(addr).await;
+    assert_eq!(
+        ext.as_deref(),
+        Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
+    );
+    // RFC 7692 §7.2.3.1: "Hello" compressed; the echo is under the
+    // compression threshold, so it comes back plain.
+    client
+        .write(&compressed_frame(
+            0x1,
+            &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+        ))
+        .await;
+    let (rsv, frame) = client.read_frame_rsv().await;
+    assert_eq!(
+        (rsv, frame.opcode, &frame.payload[..]),
+        (0, 0x1, &b"Hello"[..])
+    );
+    // A larger message comes back compressed, and inflates to what was sent.
+    let text = chat_json(20);
+    client
+        .write(&compressed_frame(0x1, &deflate(text.as_bytes())))
+        .await;
+    let (rsv, frame) = client.read_frame_rsv().await;
+    assert_eq!((rsv, frame.opcode), (0b100, 0x1));
+    assert!(
+        frame.payload.len() < text.len() / 3,
+        "{} bytes",
+        frame.payload.len()
+    );
+    assert_eq!(inflate(&frame.payload), text.as_bytes());
+}
+
+#[tokio::test]
+async fn without_an_offer_nothing_is_compressed() {
+    let (server, _ended) = echo_server();
+    let addr = start(server.deflate(Some(DeflateConfig::shared()))).await;
+    let mut client = RawClient::handshake(addr).await;
+    let text = chat_json(20);
+    client
+        .write(&crate::util::frame(0x1, text.as_bytes(), Some(MASK)))
+        .await;
+    let frame = client.read_frame().await;
+    assert_eq!(frame.payload, text.as_bytes());
+}
+
+#[tokio::test]
+async fn decompression_bomb_is_closed_with_1009() {
+    let (server, mut ended) = echo_server();
+    let addr = start(server.deflate(Some(DeflateConfig::shared()))).await;
+    let (mut client, _) = handshake_with_deflate(addr).await;
+    // 64 MiB of zeros in about 64 KiB, against the default 1 MiB limit.
+    let bomb = deflate(&vec![0u8; 64 << 20]);
+    assert!(bomb.len() < 128 << 10);
+    client.write(&compressed_frame(0x2, &bomb)).await;
+    let frame = client.read_frame().await;
+    assert_eq!(frame.close_code(), 1009);
+    client.expect_eof().await;
+    let ended = within("handler ends", ended.recv()).await.expect("ended");
+    assert!(
+        matches!(
+            ended.disconnect,
+            Some(wharf::Disconnect::Protocol(
+                wharf::ProtocolError::MessageTooBig { .. }
+            ))
+        ),
+        "{ended:?}"
+    );
+    // The server is fine: a new connection still echoes.
+    let (mut client, _) = handshake_with_deflate(addr).await;
+    client
+        .write(&crate::util::frame(0x1, b"still here", Some(MASK)))
+        .await;
+    assert_eq!(client.read_frame().await.payload, b"still here");
+}
+
+#[tokio::test]
+async fn malformed_extension_header_is_refused_with_400() {
+    let (server, _ended) = echo_server();
+    let addr = start(server.deflate(Some(DeflateConfig::shared()))).await;
+    let mut client = RawClient::connect(addr).await;
+    let bad = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=\"15";
+    client.write(upgrade_request("/", &[bad]).as_bytes()).await;
+    let res = client.read_response().await;
+    assert_eq!(res.status, 400);
+    assert_eq!(
+        res.one_line_body(),
+        "malformed Sec-WebSocket-Extensions header"
+    );
+}
+
+#[tokio::test]
+async fn rsv1_is_refused_when_deflate_was_not_negotiated() {
+    let (server, _ended) = echo_server();
+    let addr = start(server).await;
+    let (mut client, ext) = handshake_with_deflate(addr).await;
+    assert_eq!(ext, None, "deflate is off by default");
+    client
+        .write(&compressed_frame(
+            0x1,
+            &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+        ))
+        .await;
+    assert_eq!(client.read_frame().await.close_code(), 1002);
+}
+
+#[tokio::test]
+async fn broadcast_compresses_once_for_compatible_receivers() {
+    let server = Server::new().deflate(Some(DeflateConfig::shared()));
+    let hub = server.hub();
+    let addr = start(server).await;
+    let (mut a, _) = handshake_with_deflate(addr).await;
+    let (mut b, _) = handshake_with_deflate(addr).await;
+    let mut plain = RawClient::handshake(addr).await;
+    crate::chat_util::eventually("three clients registered", || hub.len() == 3).await;
+    let text = chat_json(30);
+    assert_eq!(hub.broadcast(text.clone()), 3);
+    let (rsv_a, fa) = a.read_frame_rsv().await;
+    let (rsv_b, fb) = b.read_frame_rsv().await;
+    let fp = plain.read_frame().await;
+    assert_eq!((rsv_a, rsv_b), (0b100, 0b100));
+    assert_eq!(
+        fa.payload, fb.payload,
+        "one compressed frame shared by both"
+    );
+    assert_eq!(inflate(&fa.payload), text.as_bytes());
+    assert_eq!(fp.payload, text.as_bytes());
+}
+
+#[tokio::test]
+async fn send_uncompressed_is_never_compressed() {
+    let server = Server::new()
+        .deflate(Some(DeflateConfig::shared()))
+        .on_connection(|mut conn| async move {
+            while let Some(msg) = conn.recv().await {
+                let _ = conn.send_uncompressed(msg);
+            }
+        });
+    let addr = start(server).await;
+    let (mut client, _) = handshake_with_deflate(addr).await;
+    let text = chat_json(20);
+    client
+        .write(&compressed_frame(0x1, &deflate(text.as_bytes())))
+        .await;
+    let (rsv, frame) = client.read_frame_rsv().await;
+    assert_eq!((rsv, &frame.payload[..]), (0, text.as_bytes()));
+}

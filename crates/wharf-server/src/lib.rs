@@ -1,55 +1,305 @@
-//! The `wharf` binary's library: configuration and the server it runs.
+//! The `wharf` binary's library: configuration, the chat server with its
+//! web page, static files, metrics and logging, on top of [`wharf::Server`].
 //!
-//! For now it runs the seed's first program (plain HTTP requests get `okay`,
-//! WebSocket messages are echoed, `kill` closes); the chat server with its
-//! web page replaces it once the hub exists.
+//! [`run`] is the whole program (`main.rs` only parses the arguments);
+//! [`serve`] runs the same server on a listener the caller bound, which is
+//! how the tests start it in-process on `127.0.0.1:0`.
+//!
+//! ```text
+//! request ──► WebSocket upgrade? ──yes──► mode: chat (rooms, JSON) | echo | broadcast
+//!                  │ no
+//!                  ▼
+//!   /healthz, /metrics, /_wharf/*  ──►  answered here
+//!   anything else                  ──►  --static DIR (if set), else the chat page at /
+//! ```
+//!
+//! It does not terminate TLS and keeps no chat history: put a TLS proxy in
+//! front of it, and it relays what is said while you are there.
 
-use std::net::SocketAddr;
+mod chat;
+mod config;
+mod metrics;
+mod page;
+mod static_files;
 
-use http::{HeaderValue, Response, header};
-use wharf::{Body, CloseCode, Server};
+use std::future::Future;
+use std::io::IsTerminal as _;
+use std::sync::Arc;
+use std::time::Instant;
 
-/// What to run.
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub struct Config {
-    /// The address to listen on.
-    pub listen: SocketAddr,
-}
+use anyhow::Context as _;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use tokio::net::TcpListener;
+use wharf::{
+    Body, Client, Connection, DeflateConfig, Disconnect, Hub, Incoming, Limits, Refuse, Server,
+    Stats,
+};
 
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 3400)),
-        }
-    }
-}
+pub use config::{Cli, Config, ConfigError, DeflateMode, Mode, Settings, SlowClientPolicy};
 
-/// Runs the server until the process is stopped.
+use crate::static_files::{StaticDir, plain};
+
+/// Runs the `wharf` program: resolves the configuration (`cli` over its
+/// file over the defaults), starts logging, binds the listener and serves
+/// until SIGINT or SIGTERM, then shuts down gracefully (close 1001).
 ///
 /// # Errors
-/// If the address cannot be bound.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    tracing::info!(listen = %config.listen, "wharf listening");
-    Server::new()
-        .on_request(|_req| async {
-            let mut res = Response::new(Body::from("okay"));
-            res.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-            res
+/// An invalid configuration, a listen address that cannot be bound, or a
+/// `--static` directory that does not exist.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::load(&cli)?;
+    if cli.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
+    let filter = tracing_subscriber::EnvFilter::builder()
+        .parse(&config.log_level)
+        .with_context(|| format!("invalid log level {:?}", config.log_level))?;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?
+        .block_on(async move {
+            let listener = TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            serve(config, listener, shutdown_signal()).await
         })
-        .on_connection(|mut conn| async move {
-            tracing::info!(id = conn.id(), peer = %conn.peer_addr(), "open");
-            while let Some(msg) = conn.recv().await {
-                if msg.as_text() == Some("kill") {
-                    let _ = conn.close(CloseCode::NORMAL, "killed");
-                } else {
+}
+
+/// Serves `config` on `listener` until `shutdown` completes, then shuts
+/// down gracefully: stops accepting, sends close 1001 to every client and
+/// waits for them (up to the close timeout).
+///
+/// `config.listen` is not used: the listener is already bound.
+///
+/// # Errors
+/// If `config.static_dir` is not a readable directory.
+///
+/// # Cancel safety
+/// Dropping the future stops accepting; open connections run on.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let statics = match &config.static_dir {
+        Some(dir) => Some(
+            StaticDir::new(dir)
+                .with_context(|| format!("cannot serve static files from {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let server = Server::new();
+    let app = Arc::new(App {
+        mode: config.mode,
+        hub: server.hub(),
+        stats: server.stats(),
+        statics,
+    });
+    let server = configure(server, &config, app.clone());
+    let addr = listener.local_addr().context("listener has no address")?;
+    tracing::info!(
+        %addr,
+        mode = %config.mode,
+        static_dir = app.statics.as_ref().map(|s| s.root().display().to_string()),
+        "wharf listening"
+    );
+    server.serve_with_shutdown(listener, shutdown).await?;
+    tracing::info!("wharf stopped");
+    Ok(())
+}
+
+/// What the request and connection handlers share.
+struct App {
+    mode: Mode,
+    hub: Hub,
+    stats: Stats,
+    statics: Option<StaticDir>,
+}
+
+fn configure(server: Server, config: &Config, app: Arc<App>) -> Server {
+    let limits = Limits::default()
+        .max_message_size(config.max_message_size)
+        .max_frame_size(config.max_frame_size)
+        .max_fragments(config.max_fragments);
+    let keepalive =
+        (!config.ping_interval.is_zero()).then_some((config.ping_interval, config.ping_timeout));
+    let slow_client = match config.slow_client {
+        SlowClientPolicy::Drop => wharf::SlowClient::Drop,
+        SlowClientPolicy::Close => wharf::SlowClient::Close,
+    };
+    let mut server = server
+        .limits(limits)
+        .max_backpressure(config.max_backpressure)
+        .slow_client(slow_client)
+        .deflate(match config.deflate {
+            DeflateMode::Off => None,
+            DeflateMode::Shared => Some(DeflateConfig::shared()),
+            DeflateMode::Dedicated => Some(DeflateConfig::dedicated(15)),
+        })
+        .handshake_timeout(config.handshake_timeout)
+        .close_timeout(config.close_timeout)
+        .keepalive(keepalive);
+    if config.mode == Mode::Chat {
+        server = server
+            .protocols([chat::PROTOCOL])
+            .on_upgrade(|up| async move {
+                // Offering subprotocols without ours means a client for some
+                // other protocol (or another version of this one).
+                if !up.offered_protocols().is_empty() && up.protocol().is_none() {
+                    return Err(Refuse::new(
+                        StatusCode::BAD_REQUEST,
+                        "unsupported subprotocol: this server speaks wharf.chat.v1",
+                    ));
+                }
+                Ok(up)
+            });
+    }
+    let requests = app.clone();
+    server
+        .on_request(move |req| {
+            let app = requests.clone();
+            async move { app.route(req).await }
+        })
+        .on_connection(move |conn| {
+            let app = app.clone();
+            async move { app.connection(conn).await }
+        })
+}
+
+impl App {
+    /// Answers a plain HTTP request.
+    async fn route(&self, req: Request<Incoming>) -> Response<Body> {
+        let path = req.uri().path();
+        let head = req.method() == Method::HEAD;
+        if req.method() != Method::GET && !head {
+            let mut res = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            res.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return res;
+        }
+        match path {
+            "/healthz" => return plain(StatusCode::OK, "ok"),
+            "/metrics" => {
+                let text = metrics::render(&self.stats.snapshot(), &self.hub);
+                let mut res = Response::new(Body::from(text));
+                res.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static(metrics::CONTENT_TYPE),
+                );
+                return res;
+            }
+            _ => {}
+        }
+        if let Some(asset) = page::reserved(path) {
+            return asset.response(req.headers(), head);
+        }
+        if let Some(dir) = &self.statics {
+            let chat_page = path == "/" && self.mode == Mode::Chat && !dir.has_index().await;
+            if !chat_page {
+                return dir.serve(&req).await;
+            }
+        }
+        match (path, self.mode) {
+            ("/", Mode::Chat) => page::index().response(req.headers(), head),
+            ("/", Mode::Echo) => plain(
+                StatusCode::OK,
+                "wharf (echo mode): open a WebSocket on any path; every message comes back\n",
+            ),
+            ("/", _) => plain(
+                StatusCode::OK,
+                "wharf (broadcast mode): open a WebSocket on any path; every message goes to everyone\n",
+            ),
+            _ => plain(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    /// Runs one WebSocket connection in the configured mode, logging its
+    /// open and its close.
+    async fn connection(&self, mut conn: Connection) {
+        let client = conn.client().clone();
+        let started = Instant::now();
+        tracing::info!(
+            id = client.id(),
+            peer = %client.peer_addr(),
+            path = client.path(),
+            protocol = client.protocol().unwrap_or("-"),
+            "connection open"
+        );
+        match self.mode {
+            Mode::Chat => chat::serve(conn, self.hub.clone()).await,
+            Mode::Broadcast => {
+                while let Some(msg) = conn.recv().await {
+                    self.hub.broadcast(msg);
+                }
+            }
+            // Echo, and any mode added later until it has its own handler.
+            _ => {
+                while let Some(msg) = conn.recv().await {
+                    // A refused send (slow client) is counted by the
+                    // library; the loop ends when the connection does.
                     let _ = conn.send(msg);
                 }
             }
-            tracing::info!(id = conn.id(), why = ?conn.disconnect(), "close");
-        })
-        .listen(config.listen)
-        .await?;
-    Ok(())
+        }
+        let (code, reason) = close_code(&client);
+        tracing::info!(
+            id = client.id(),
+            peer = %client.peer_addr(),
+            duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            code,
+            reason,
+            why = ?client.disconnect(),
+            "connection closed"
+        );
+    }
+}
+
+/// The close code a connection ended with, as far as it is known when its
+/// `recv` returns `None`: the code we failed it with, else the peer's,
+/// else 1006 (no close frame).
+fn close_code(client: &Client) -> (u16, String) {
+    if let Some(e) = client.protocol_error() {
+        return (e.close_code().0, e.to_string());
+    }
+    if let Some(frame) = client.close_frame() {
+        return (frame.code.0, frame.reason.to_string());
+    }
+    match client.disconnect() {
+        Some(Disconnect::Closed(frame)) => (frame.code.0, frame.reason.to_string()),
+        Some(Disconnect::Protocol(e)) => (e.close_code().0, e.to_string()),
+        Some(Disconnect::TimedOut) => (1006, "timed out".to_owned()),
+        _ => (1006, String::new()),
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = async {
+            match signal(SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = term => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutdown signal: closing every connection with 1001");
 }

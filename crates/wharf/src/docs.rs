@@ -8,6 +8,7 @@ pub mod limits {
     //! | `Limits::max_frame_size` | 1 MiB | close 1009, decided from the frame header before any payload is buffered |
     //! | `Limits::max_message_size` | 1 MiB | close 1009, decided from the header of the frame that would cross it |
     //! | `Limits::max_fragments` | 4,096 | close 1008 at the first fragment past it |
+    //! | inflated size (permessage-deflate) | `max_message_size` | close 1009 the moment inflating a message would pass it: output grows in steps and never beyond the limit plus one byte, so a few KiB that inflate to GiBs cost at most the limit |
     //! | `Server::max_backpressure` | 1 MiB | under `SlowClient::Close` (default) the send that would cross it is refused with `SendError::Backpressure`, the queued backlog is dropped and the connection is closed with 1008; under `SlowClient::Drop` that message is dropped, counted in `Client::dropped` and refused with `SendError::Dropped` |
     //! | `Server::keepalive` | 30 s, 20 s | a connection silent for 30 s is pinged; silent 20 s more, it gets close 1001 ("keepalive timeout") and its TCP connection is dropped at once ([`Disconnect::TimedOut`](crate::Disconnect::TimedOut)) |
     //! | `Server::handshake_timeout` | 10 s | a request head not complete in time: the TCP connection is dropped (slowloris) |

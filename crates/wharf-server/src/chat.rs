@@ -1,0 +1,372 @@
+//! The chat protocol, `wharf.chat.v1` (docs/PROTOCOL.md): small JSON
+//! messages over WebSocket, rooms from the hub.
+//!
+//! A connection is in at most one room. Client messages are `join`, `say`
+//! and `leave`; the server answers with `welcome`, `joined`, `left`,
+//! `message` and `error`. Everything sent to a room is encoded once and
+//! published through [`Hub::publish`]. A bad client message gets an `error`
+//! back and the connection stays open: nothing a client sends ends it
+//! except the WebSocket protocol's own limits.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use wharf::{Connection, Hub, Message};
+
+/// The subprotocol name; the server also speaks the protocol to clients
+/// that offer no subprotocol.
+pub(crate) const PROTOCOL: &str = "wharf.chat.v1";
+/// The protocol version, the `v` field of every server message.
+pub(crate) const VERSION: u64 = 1;
+/// The longest name, in characters.
+pub(crate) const MAX_NAME: usize = 32;
+/// The longest room name, in characters.
+pub(crate) const MAX_ROOM: usize = 64;
+/// The longest message text, in characters.
+pub(crate) const MAX_TEXT: usize = 2000;
+
+/// A server message; serialized with `"v": 1` and its `type`.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Out<'a> {
+    Error {
+        code: &'static str,
+        reason: String,
+    },
+    Joined {
+        room: &'a str,
+        id: u64,
+        name: &'a str,
+        online: usize,
+    },
+    Left {
+        room: &'a str,
+        id: u64,
+        name: &'a str,
+        online: usize,
+    },
+    Message {
+        room: &'a str,
+        id: u64,
+        name: &'a str,
+        text: &'a str,
+        ts: u64,
+    },
+    Welcome {
+        id: u64,
+        protocol: &'static str,
+        limits: Limits,
+    },
+}
+
+#[derive(Debug, Serialize)]
+struct Limits {
+    name: usize,
+    room: usize,
+    text: usize,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    v: u64,
+    #[serde(flatten)]
+    body: Out<'a>,
+}
+
+impl Out<'_> {
+    fn encode(self) -> Message {
+        let envelope = Envelope {
+            v: VERSION,
+            body: self,
+        };
+        // Serializing plain structs of strings and integers to a String
+        // cannot fail.
+        Message::from(serde_json::to_string(&envelope).unwrap_or_default())
+    }
+}
+
+/// A client message, validated.
+#[derive(Debug, Eq, PartialEq)]
+pub(crate) enum Command {
+    Join { room: String, name: String },
+    Leave,
+    Say { text: String },
+}
+
+/// Why a client message was refused: a stable code and a sentence.
+#[derive(Debug, Eq, PartialEq)]
+pub(crate) struct Refusal {
+    pub(crate) code: &'static str,
+    pub(crate) reason: String,
+}
+
+fn refuse(code: &'static str, reason: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        reason: reason.into(),
+    }
+}
+
+/// Parses and validates one client message.
+pub(crate) fn parse(text: &str) -> Result<Command, Refusal> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| refuse("bad_json", format!("not valid JSON: {e}")))?;
+    let Value::Object(obj) = value else {
+        return Err(refuse("bad_message", "a message must be a JSON object"));
+    };
+    match obj.get("v") {
+        None => {}
+        Some(v) if v.as_u64() == Some(VERSION) => {}
+        Some(_) => {
+            return Err(refuse(
+                "bad_version",
+                "unsupported protocol version; this server speaks version 1",
+            ));
+        }
+    }
+    let kind = match obj.get("type") {
+        Some(Value::String(s)) => s.as_str(),
+        Some(_) => return Err(refuse("bad_message", "`type` must be a string")),
+        None => return Err(refuse("missing_field", "missing field `type`")),
+    };
+    match kind {
+        "join" => Ok(Command::Join {
+            room: field(&obj, "room", MAX_ROOM, true)?,
+            name: field(&obj, "name", MAX_NAME, true)?,
+        }),
+        "say" => Ok(Command::Say {
+            text: field(&obj, "text", MAX_TEXT, false)?,
+        }),
+        "leave" => Ok(Command::Leave),
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            Err(refuse(
+                "unknown_type",
+                format!("unknown message type {shown:?}; expected join, say or leave"),
+            ))
+        }
+    }
+}
+
+/// A string field of at most `max` characters, not blank. A `label` (name
+/// or room) is trimmed and may not hold control characters; a text keeps
+/// its spacing and line breaks.
+fn field(
+    obj: &Map<String, Value>,
+    key: &'static str,
+    max: usize,
+    label: bool,
+) -> Result<String, Refusal> {
+    let s = match obj.get(key) {
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(refuse("bad_message", format!("`{key}` must be a string"))),
+        None => return Err(refuse("missing_field", format!("missing field `{key}`"))),
+    };
+    let s = if label { s.trim() } else { s.as_str() };
+    if s.trim().is_empty() {
+        return Err(refuse("empty", format!("`{key}` is empty")));
+    }
+    if s.chars().count() > max {
+        return Err(refuse(
+            "too_long",
+            format!("`{key}` is longer than {max} characters"),
+        ));
+    }
+    if label && s.chars().any(char::is_control) {
+        return Err(refuse(
+            "bad_message",
+            format!("`{key}` may not contain control characters"),
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+/// One connection's place in the chat.
+struct Session {
+    id: u64,
+    room: Option<(String, String)>,
+}
+
+/// Runs the chat protocol on `conn` until it closes.
+pub(crate) async fn serve(mut conn: Connection, hub: Hub) {
+    let mut session = Session {
+        id: conn.id(),
+        room: None,
+    };
+    let _ = conn.send(
+        Out::Welcome {
+            id: session.id,
+            protocol: PROTOCOL,
+            limits: Limits {
+                name: MAX_NAME,
+                room: MAX_ROOM,
+                text: MAX_TEXT,
+            },
+        }
+        .encode(),
+    );
+    while let Some(msg) = conn.recv().await {
+        let outcome = match msg.as_text() {
+            Some(text) => parse(text).and_then(|cmd| session.apply(cmd, &conn, &hub)),
+            None => Err(refuse(
+                "bad_message",
+                "binary messages are not part of wharf.chat.v1; send JSON text",
+            )),
+        };
+        if let Err(Refusal { code, reason }) = outcome {
+            tracing::debug!(id = session.id, code, %reason, "refused a chat message");
+            let _ = conn.send(Out::Error { code, reason }.encode());
+        }
+    }
+    session.leave(&conn, &hub, false);
+}
+
+impl Session {
+    fn apply(&mut self, cmd: Command, conn: &Connection, hub: &Hub) -> Result<(), Refusal> {
+        match cmd {
+            Command::Join { room, name } => {
+                self.leave(conn, hub, true);
+                conn.join(&room);
+                let online = hub.room_len(&room);
+                hub.publish(
+                    &room,
+                    Out::Joined {
+                        room: &room,
+                        id: self.id,
+                        name: &name,
+                        online,
+                    }
+                    .encode(),
+                );
+                self.room = Some((room, name));
+                Ok(())
+            }
+            Command::Say { text } => {
+                let Some((room, name)) = &self.room else {
+                    return Err(refuse("not_joined", "join a room first"));
+                };
+                hub.publish(
+                    room,
+                    Out::Message {
+                        room,
+                        id: self.id,
+                        name,
+                        text: &text,
+                        ts: now_ms(),
+                    }
+                    .encode(),
+                );
+                Ok(())
+            }
+            Command::Leave => {
+                if self.room.is_none() {
+                    return Err(refuse("not_joined", "not in a room"));
+                }
+                self.leave(conn, hub, true);
+                Ok(())
+            }
+        }
+    }
+
+    /// Leaves the current room, if any, telling its members (and, if
+    /// `tell_self`, this connection) with a `left` message.
+    fn leave(&mut self, conn: &Connection, hub: &Hub, tell_self: bool) {
+        let Some((room, name)) = self.room.take() else {
+            return;
+        };
+        conn.leave(&room);
+        let online = hub.room_len(&room);
+        let msg = Out::Left {
+            room: &room,
+            id: self.id,
+            name: &name,
+            online,
+        }
+        .encode();
+        hub.publish(&room, msg.clone());
+        if tell_self {
+            let _ = conn.send(msg);
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(text: &str) -> &'static str {
+        parse(text).unwrap_err().code
+    }
+
+    #[test]
+    fn parses_the_three_commands() {
+        assert_eq!(
+            parse(r#"{"v":1,"type":"join","room":" lobby ","name":"ann"}"#),
+            Ok(Command::Join {
+                room: "lobby".into(),
+                name: "ann".into()
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"say","text":" hi\nthere "}"#),
+            Ok(Command::Say {
+                text: " hi\nthere ".into()
+            })
+        );
+        assert_eq!(parse(r#"{"type":"leave"}"#), Ok(Command::Leave));
+    }
+
+    #[test]
+    fn refuses_bad_messages_with_a_code() {
+        assert_eq!(code("{nope"), "bad_json");
+        assert_eq!(code("[1,2]"), "bad_message");
+        assert_eq!(code(r#"{"v":2,"type":"leave"}"#), "bad_version");
+        assert_eq!(code(r#"{"room":"a"}"#), "missing_field");
+        assert_eq!(code(r#"{"type":7}"#), "bad_message");
+        assert_eq!(code(r#"{"type":"dance"}"#), "unknown_type");
+        assert_eq!(code(r#"{"type":"join","room":"a"}"#), "missing_field");
+        assert_eq!(
+            code(r#"{"type":"join","room":"a","name":5}"#),
+            "bad_message"
+        );
+        assert_eq!(code(r#"{"type":"join","room":"  ","name":"b"}"#), "empty");
+        assert_eq!(
+            code(r#"{"type":"join","room":"a\u0007","name":"b"}"#),
+            "bad_message"
+        );
+        let long = "x".repeat(MAX_NAME + 1);
+        assert_eq!(
+            code(&format!(r#"{{"type":"join","room":"a","name":"{long}"}}"#)),
+            "too_long"
+        );
+        let long = "é".repeat(MAX_TEXT + 1);
+        assert_eq!(
+            code(&format!(r#"{{"type":"say","text":"{long}"}}"#)),
+            "too_long"
+        );
+        let nested = "[".repeat(10_000);
+        assert_eq!(code(&nested), "bad_json");
+    }
+
+    #[test]
+    fn server_messages_carry_the_version() {
+        let m = Out::Joined {
+            room: "r",
+            id: 3,
+            name: "n",
+            online: 2,
+        }
+        .encode();
+        assert_eq!(
+            m.as_text(),
+            Some(r#"{"v":1,"type":"joined","room":"r","id":3,"name":"n","online":2}"#)
+        );
+    }
+}

@@ -1,0 +1,753 @@
+//! Configuration: command-line flags, environment variables and a TOML file.
+//!
+//! Every setting has one name, used three ways: the flag `--max-message-size`,
+//! the environment variable `WHARF_MAX_MESSAGE_SIZE` and the file key
+//! `max-message-size` (`max_message_size` is accepted too). Precedence:
+//! command line, then environment, then file, then the built-in default.
+//! `docs/CONFIGURATION.md` lists them all.
+//!
+//! File errors name the file, the line and the key: `toml`'s parser gives
+//! byte spans, turned here into line and column numbers.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, ValueEnum};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+/// The `wharf` command line. Parsing it also reads the `WHARF_*`
+/// environment variables; [`Config::load`] then adds the file and the
+/// defaults.
+#[derive(Debug, Parser)]
+#[command(
+    name = "wharf",
+    version,
+    about = "A WebSocket chat server with its own web page, metrics and static files.",
+    long_about = "A WebSocket chat server with its own web page (at /), Prometheus \
+metrics (/metrics), a health check (/healthz) and optional static files. \
+WebSocket upgrades are accepted on any path.\n\n\
+Every setting can also come from an environment variable (shown below) or \
+from the TOML file given with --config, whose keys are the flag names \
+without the dashes (max-message-size = \"1MiB\"). Precedence: command line, \
+environment, file, default.\n\n\
+Sizes are bytes, optionally with a unit: 512KiB, 1MiB, 2GB. Durations are \
+seconds, or a number with a unit: 500ms, 10s, 2m, 1h.",
+    after_help = "See docs/CONFIGURATION.md for every setting and docs/PROTOCOL.md for the chat protocol."
+)]
+#[non_exhaustive]
+pub struct Cli {
+    /// A TOML configuration file with any of the settings below.
+    #[arg(long, short = 'c', env = "WHARF_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the effective configuration (as TOML) and exit.
+    #[arg(long)]
+    pub print_config: bool,
+
+    /// The settings.
+    #[command(flatten)]
+    pub settings: Settings,
+}
+
+/// Every setting, each one optional: one layer of the configuration (the
+/// command line with the environment, or the file).
+#[derive(Args, Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct Settings {
+    /// The address to listen on (IP:port) [default: 127.0.0.1:3400]
+    #[arg(long, env = "WHARF_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// What the server does with WebSocket messages [default: chat]
+    #[arg(long, env = "WHARF_MODE", value_enum)]
+    pub mode: Option<Mode>,
+
+    /// Serve this directory's files for plain HTTP requests; its index.html,
+    /// if any, replaces the chat page at / [default: none]
+    #[arg(long = "static", env = "WHARF_STATIC", value_name = "DIR")]
+    pub static_dir: Option<PathBuf>,
+
+    /// The largest WebSocket message accepted; a bigger one closes the
+    /// connection with 1009 [default: 1MiB]
+    #[arg(long, env = "WHARF_MAX_MESSAGE_SIZE", value_name = "SIZE", value_parser = parse_size)]
+    pub max_message_size: Option<usize>,
+
+    /// The largest WebSocket frame accepted; a bigger one closes the
+    /// connection with 1009 [default: 1MiB]
+    #[arg(long, env = "WHARF_MAX_FRAME_SIZE", value_name = "SIZE", value_parser = parse_size)]
+    pub max_frame_size: Option<usize>,
+
+    /// The most frames one message may be split into; more closes the
+    /// connection with 1008 [default: 4096]
+    #[arg(long, env = "WHARF_MAX_FRAGMENTS", value_name = "COUNT", value_parser = parse_count)]
+    pub max_fragments: Option<usize>,
+
+    /// The most bytes queued for one client; past it the slow-client policy
+    /// applies [default: 1MiB]
+    #[arg(long, env = "WHARF_MAX_BACKPRESSURE", value_name = "SIZE", value_parser = parse_size)]
+    pub max_backpressure: Option<usize>,
+
+    /// What to do with a client whose queue is full: close it with 1008, or
+    /// drop the message [default: close]
+    #[arg(long, env = "WHARF_SLOW_CLIENT", value_enum, value_name = "POLICY")]
+    pub slow_client: Option<SlowClientPolicy>,
+
+    /// permessage-deflate (RFC 7692) for clients that offer it: off; shared
+    /// (no context takeover, no deflate memory per idle connection); or
+    /// dedicated (context takeover: better ratio, up to ~300 KiB per
+    /// connection once used) [default: shared]
+    #[arg(long, env = "WHARF_DEFLATE", value_enum, value_name = "MODE")]
+    pub deflate: Option<DeflateMode>,
+
+    /// How long a client may take to send its request head [default: 10s]
+    #[arg(long, env = "WHARF_HANDSHAKE_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
+    pub handshake_timeout: Option<Duration>,
+
+    /// How long to wait for the close handshake to finish [default: 10s]
+    #[arg(long, env = "WHARF_CLOSE_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
+    pub close_timeout: Option<Duration>,
+
+    /// Ping a connection silent for this long; 0 or "off" turns keepalive
+    /// off [default: 30s]
+    #[arg(long, env = "WHARF_PING_INTERVAL", value_name = "DURATION", value_parser = parse_interval)]
+    pub ping_interval: Option<Duration>,
+
+    /// Close (1001) a pinged connection that stays silent this much longer
+    /// [default: 20s]
+    #[arg(long, env = "WHARF_PING_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
+    pub ping_timeout: Option<Duration>,
+
+    /// The log filter: a level (error, warn, info, debug, trace) or tracing
+    /// directives such as "info,wharf=debug" [default: info]
+    #[arg(long, env = "WHARF_LOG", value_name = "FILTER", value_parser = parse_log_level)]
+    pub log_level: Option<String>,
+}
+
+/// What the server does with WebSocket messages.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq, ValueEnum)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Relay every message unchanged to every client, sender included
+    /// (a benchmark target).
+    Broadcast,
+    /// The chat server: JSON messages in rooms (docs/PROTOCOL.md).
+    #[default]
+    Chat,
+    /// Send every message back to its sender (a benchmark target).
+    Echo,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&enum_name(*self))
+    }
+}
+
+/// What to do with a client whose write queue is full.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq, ValueEnum)]
+#[non_exhaustive]
+pub enum SlowClientPolicy {
+    /// Close the connection with 1008.
+    #[default]
+    Close,
+    /// Drop the message that does not fit and keep the connection.
+    Drop,
+}
+
+/// Whether and how to compress (permessage-deflate).
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq, ValueEnum)]
+#[non_exhaustive]
+pub enum DeflateMode {
+    /// Context takeover in both directions, state per connection.
+    Dedicated,
+    /// Never compress.
+    Off,
+    /// No context takeover; compressor state shared per thread.
+    #[default]
+    Shared,
+}
+
+/// The effective configuration: every setting resolved.
+#[derive(Clone, Debug, Eq, PartialEq)]
+#[non_exhaustive]
+pub struct Config {
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// What the server does with WebSocket messages.
+    pub mode: Mode,
+    /// The directory served for plain HTTP requests, if any.
+    pub static_dir: Option<PathBuf>,
+    /// The largest message accepted, in bytes.
+    pub max_message_size: usize,
+    /// The largest frame accepted, in bytes.
+    pub max_frame_size: usize,
+    /// The most fragments per message.
+    pub max_fragments: usize,
+    /// The most bytes queued for one client.
+    pub max_backpressure: usize,
+    /// What happens past `max_backpressure`.
+    pub slow_client: SlowClientPolicy,
+    /// permessage-deflate.
+    pub deflate: DeflateMode,
+    /// How long a client may take to send its request head.
+    pub handshake_timeout: Duration,
+    /// How long the close handshake may take.
+    pub close_timeout: Duration,
+    /// Keepalive ping interval; zero turns keepalive off.
+    pub ping_interval: Duration,
+    /// How long a pinged connection may stay silent.
+    pub ping_timeout: Duration,
+    /// The tracing filter.
+    pub log_level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3400)),
+            mode: Mode::Chat,
+            static_dir: None,
+            max_message_size: 1 << 20,
+            max_frame_size: 1 << 20,
+            max_fragments: 4096,
+            max_backpressure: 1 << 20,
+            slow_client: SlowClientPolicy::Close,
+            deflate: DeflateMode::Shared,
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(20),
+            log_level: "info".to_owned(),
+        }
+    }
+}
+
+/// A configuration that could not be loaded: an unreadable file, a TOML
+/// syntax error, an unknown key or an invalid value. Its message names the
+/// file, the line and the key.
+#[derive(Debug)]
+pub struct ConfigError {
+    file: PathBuf,
+    line: Option<usize>,
+    column: Option<usize>,
+    key: Option<String>,
+    message: String,
+    source: Option<std::io::Error>,
+}
+
+impl ConfigError {
+    /// The file the error is in.
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// The line (from 1) the error is on, when it is in the file's text.
+    pub fn line(&self) -> Option<usize> {
+        self.line
+    }
+
+    /// The key whose value is invalid, if the error is about one.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration in {}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ", line {line}")?;
+            if let Some(column) = self.column {
+                write!(f, ", column {column}")?;
+            }
+        }
+        if let Some(key) = &self.key {
+            write!(f, ", key `{key}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_ref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// The file keys, in the order `--print-config` writes them.
+const KEYS: &[&str] = &[
+    "listen",
+    "mode",
+    "static",
+    "max-message-size",
+    "max-frame-size",
+    "max-fragments",
+    "max-backpressure",
+    "slow-client",
+    "deflate",
+    "handshake-timeout",
+    "close-timeout",
+    "ping-interval",
+    "ping-timeout",
+    "log-level",
+];
+
+impl Config {
+    /// Resolves the configuration: `cli` (which carries the environment
+    /// variables too) over the file it names, if any, over the defaults.
+    ///
+    /// # Errors
+    /// If the file cannot be read or holds an invalid setting.
+    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        let mut config = Self::default();
+        if let Some(path) = &cli.config {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                file: path.clone(),
+                line: None,
+                column: None,
+                key: None,
+                message: "cannot read the file".to_owned(),
+                source: Some(e),
+            })?;
+            config.apply(Self::parse_file(&text, path)?);
+        }
+        config.apply(cli.settings.clone());
+        Ok(config)
+    }
+
+    /// Parses a TOML configuration file's text into a layer of settings.
+    /// `path` names the file in errors, and relative `static` directories
+    /// are taken relative to its directory.
+    ///
+    /// # Errors
+    /// On a syntax error, an unknown key or an invalid value.
+    pub fn parse_file(text: &str, path: &Path) -> Result<Settings, ConfigError> {
+        let error = |span: Option<Range<usize>>, key: Option<&str>, message: String| {
+            let (line, column) = match span {
+                Some(span) => {
+                    let (l, c) = line_column(text, span.start);
+                    (Some(l), Some(c))
+                }
+                None => (None, None),
+            };
+            ConfigError {
+                file: path.to_owned(),
+                line,
+                column,
+                key: key.map(str::to_owned),
+                message,
+                source: None,
+            }
+        };
+        let table = DeTable::parse(text)
+            .map_err(|e| error(e.span(), None, e.message().trim_end().to_owned()))?;
+        let mut settings = Settings::default();
+        for (key, value) in table.get_ref() {
+            let name = key.get_ref().replace('_', "-");
+            let at = |message: String| error(Some(value.span()), Some(&name), message);
+            match name.as_str() {
+                "listen" => settings.listen = Some(string(value, &name, parse_addr).map_err(at)?),
+                "mode" => {
+                    settings.mode = Some(string(value, &name, parse_enum::<Mode>).map_err(at)?)
+                }
+                "static" => {
+                    let dir =
+                        PathBuf::from(string(value, &name, |s| Ok(s.to_owned())).map_err(at)?);
+                    let base = path.parent().unwrap_or_else(|| Path::new(""));
+                    settings.static_dir = Some(base.join(dir));
+                }
+                "max-message-size" => settings.max_message_size = Some(size(value).map_err(at)?),
+                "max-frame-size" => settings.max_frame_size = Some(size(value).map_err(at)?),
+                "max-fragments" => settings.max_fragments = Some(count(value).map_err(at)?),
+                "max-backpressure" => settings.max_backpressure = Some(size(value).map_err(at)?),
+                "slow-client" => {
+                    settings.slow_client =
+                        Some(string(value, &name, parse_enum::<SlowClientPolicy>).map_err(at)?);
+                }
+                "deflate" => {
+                    settings.deflate =
+                        Some(string(value, &name, parse_enum::<DeflateMode>).map_err(at)?);
+                }
+                "handshake-timeout" => {
+                    settings.handshake_timeout = Some(duration(value, parse_timeout).map_err(at)?);
+                }
+                "close-timeout" => {
+                    settings.close_timeout = Some(duration(value, parse_timeout).map_err(at)?);
+                }
+                "ping-interval" => {
+                    settings.ping_interval = Some(duration(value, parse_interval).map_err(at)?);
+                }
+                "ping-timeout" => {
+                    settings.ping_timeout = Some(duration(value, parse_timeout).map_err(at)?);
+                }
+                "log-level" => {
+                    settings.log_level = Some(string(value, &name, parse_log_level).map_err(at)?);
+                }
+                _ => {
+                    return Err(error(
+                        Some(key.span()),
+                        Some(key.get_ref()),
+                        format!("unknown key; the keys are {}", KEYS.join(", ")),
+                    ));
+                }
+            }
+        }
+        Ok(settings)
+    }
+
+    /// Lays `layer`'s settings over these.
+    pub fn apply(&mut self, layer: Settings) {
+        let Settings {
+            listen,
+            mode,
+            static_dir,
+            max_message_size,
+            max_frame_size,
+            max_fragments,
+            max_backpressure,
+            slow_client,
+            deflate,
+            handshake_timeout,
+            close_timeout,
+            ping_interval,
+            ping_timeout,
+            log_level,
+        } = layer;
+        set(&mut self.listen, listen);
+        set(&mut self.mode, mode);
+        if static_dir.is_some() {
+            self.static_dir = static_dir;
+        }
+        set(&mut self.max_message_size, max_message_size);
+        set(&mut self.max_frame_size, max_frame_size);
+        set(&mut self.max_fragments, max_fragments);
+        set(&mut self.max_backpressure, max_backpressure);
+        set(&mut self.slow_client, slow_client);
+        set(&mut self.deflate, deflate);
+        set(&mut self.handshake_timeout, handshake_timeout);
+        set(&mut self.close_timeout, close_timeout);
+        set(&mut self.ping_interval, ping_interval);
+        set(&mut self.ping_timeout, ping_timeout);
+        set(&mut self.log_level, log_level);
+    }
+
+    /// The configuration as a TOML file that [`Config::parse_file`] reads
+    /// back to the same settings.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::new();
+        let mut line = |key: &str, value: String| {
+            out.push_str(key);
+            out.push_str(" = ");
+            out.push_str(&value);
+            out.push('\n');
+        };
+        line("listen", quote(&self.listen.to_string()));
+        line("mode", quote(&enum_name(self.mode)));
+        match &self.static_dir {
+            Some(dir) => line("static", quote(&dir.display().to_string())),
+            None => line("# static", "\"DIR\"  (none: no static files)".to_owned()),
+        }
+        line("max-message-size", self.max_message_size.to_string());
+        line("max-frame-size", self.max_frame_size.to_string());
+        line("max-fragments", self.max_fragments.to_string());
+        line("max-backpressure", self.max_backpressure.to_string());
+        line("slow-client", quote(&enum_name(self.slow_client)));
+        line("deflate", quote(&enum_name(self.deflate)));
+        line(
+            "handshake-timeout",
+            quote(&fmt_duration(self.handshake_timeout)),
+        );
+        line("close-timeout", quote(&fmt_duration(self.close_timeout)));
+        let ping = if self.ping_interval.is_zero() {
+            "off".to_owned()
+        } else {
+            fmt_duration(self.ping_interval)
+        };
+        line("ping-interval", quote(&ping));
+        line("ping-timeout", quote(&fmt_duration(self.ping_timeout)));
+        line("log-level", quote(&self.log_level));
+        out
+    }
+}
+
+fn set<T>(slot: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *slot = v;
+    }
+}
+
+fn enum_name<E: ValueEnum>(value: E) -> String {
+    value
+        .to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
+}
+
+/// A TOML basic string.
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+fn string<T>(
+    value: &Spanned<DeValue<'_>>,
+    key: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, String> {
+    match value.get_ref().as_str() {
+        Some(s) => parse(s),
+        None => Err(format!(
+            "expected a string, found {} (write {key} = \"...\")",
+            value.get_ref().type_str()
+        )),
+    }
+}
+
+fn integer(value: &Spanned<DeValue<'_>>) -> Option<Result<u64, String>> {
+    let i = value.get_ref().as_integer()?;
+    Some(
+        u64::from_str_radix(&i.as_str().replace('_', ""), i.radix())
+            .map_err(|_| format!("{} is not a non-negative integer", i.as_str())),
+    )
+}
+
+fn size(value: &Spanned<DeValue<'_>>) -> Result<usize, String> {
+    match integer(value) {
+        Some(n) => parse_size(&n?.to_string()),
+        None => match value.get_ref().as_str() {
+            Some(s) => parse_size(s),
+            None => Err(format!(
+                "expected a size (an integer, or a string such as \"1MiB\"), found {}",
+                value.get_ref().type_str()
+            )),
+        },
+    }
+}
+
+fn count(value: &Spanned<DeValue<'_>>) -> Result<usize, String> {
+    match integer(value) {
+        Some(n) => parse_count(&n?.to_string()),
+        None => Err(format!(
+            "expected an integer, found {}",
+            value.get_ref().type_str()
+        )),
+    }
+}
+
+fn duration(
+    value: &Spanned<DeValue<'_>>,
+    parse: fn(&str) -> Result<Duration, String>,
+) -> Result<Duration, String> {
+    match integer(value) {
+        Some(n) => parse(&n?.to_string()),
+        None => match value.get_ref().as_str() {
+            Some(s) => parse(s),
+            None => Err(format!(
+                "expected a duration (seconds, or a string such as \"10s\" or \"500ms\"), found {}",
+                value.get_ref().type_str()
+            )),
+        },
+    }
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?} is not an IP address and port (such as 127.0.0.1:3400)"))
+}
+
+fn parse_enum<E: ValueEnum>(s: &str) -> Result<E, String> {
+    E::from_str(s, true).map_err(|_| {
+        let names: Vec<String> = E::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_owned()))
+            .collect();
+        format!("{s:?} is not one of {}", names.join(", "))
+    })
+}
+
+/// Parses a size: bytes, or a number with a unit (B, KB, KiB, MB, MiB, GB,
+/// GiB; case does not matter). Zero is refused.
+pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let bad =
+        || format!("{s:?} is not a size; use bytes, or a number with a unit: 64KiB, 1MiB, 2GB");
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "kib" | "k" => 1 << 10,
+        "mb" => 1_000_000,
+        "mib" | "m" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "gib" | "g" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    let bytes = n
+        .checked_mul(scale)
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if bytes == 0 {
+        return Err("must be at least 1 byte".to_owned());
+    }
+    Ok(bytes)
+}
+
+fn parse_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a positive integer")),
+    }
+}
+
+/// Parses a duration: seconds, or a number with a unit (ms, s, m, h).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let bad = || {
+        format!("{s:?} is not a duration; use seconds, or a number with a unit: 500ms, 10s, 2m, 1h")
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let ms: u64 = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+/// A timeout: a duration that is not zero.
+pub(crate) fn parse_timeout(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("must be longer than zero".to_owned());
+    }
+    Ok(d)
+}
+
+/// The ping interval: a duration, where zero or `off` turns keepalive off.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(Duration::ZERO);
+    }
+    parse_duration(s)
+}
+
+fn parse_log_level(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("{s:?} is not a log filter: {e}"))
+}
+
+fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str) -> Result<Settings, ConfigError> {
+        Config::parse_file(text, Path::new("/etc/wharf.toml"))
+    }
+
+    #[test]
+    fn sizes_take_units() {
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert_eq!(parse_size("64KiB"), Ok(65_536));
+        assert_eq!(parse_size("1 MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("2gb"), Ok(2_000_000_000));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("99999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn durations_take_units() {
+        assert_eq!(parse_timeout("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_timeout("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_timeout("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_timeout("0s").is_err());
+        assert_eq!(parse_interval("off"), Ok(Duration::ZERO));
+        assert!(parse_timeout("soon").is_err());
+    }
+
+    #[test]
+    fn file_settings_are_read() {
+        let s = file(
+            "listen = \"0.0.0.0:80\"\nmode = \"echo\"\nmax_message_size = \"64KiB\"\n\
+             max-fragments = 10\nping-interval = 0\nclose-timeout = \"3s\"\nstatic = \"www\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.listen, Some("0.0.0.0:80".parse().unwrap()));
+        assert_eq!(s.mode, Some(Mode::Echo));
+        assert_eq!(s.max_message_size, Some(65_536));
+        assert_eq!(s.max_fragments, Some(10));
+        assert_eq!(s.ping_interval, Some(Duration::ZERO));
+        assert_eq!(s.close_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(s.static_dir, Some(PathBuf::from("/etc/www")));
+    }
+
+    #[test]
+    fn errors_name_the_key_and_line() {
+        let e = file("mode = \"chat\"\n\nmax-message-size = \"12 parsecs\"\n").unwrap_err();
+        assert_eq!(e.line(), Some(3));
+        assert_eq!(e.key(), Some("max-message-size"));
+        let e = file("listen = 3400\n").unwrap_err();
+        assert_eq!((e.line(), e.key()), (Some(1), Some("listen")));
+        let e = file("mode = \"chat\"\nmoed = \"echo\"\n").unwrap_err();
+        assert_eq!((e.line(), e.key()), (Some(2), Some("moed")));
+        let e = file("mode = \"chat\"\nlisten = \n").unwrap_err();
+        assert_eq!(e.line(), Some(2), "{e}");
+    }
+
+    #[test]
+    fn printed_config_reads_back() {
+        let c = Config {
+            ping_interval: Duration::ZERO,
+            close_timeout: Duration::from_millis(1500),
+            static_dir: Some(PathBuf::from("/srv/www")),
+            ..Config::default()
+        };
+        let mut back = Config::default();
+        back.apply(file(&c.to_toml()).unwrap());
+        assert_eq!(back, c);
+    }
+}

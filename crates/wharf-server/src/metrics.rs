@@ -1,0 +1,144 @@
+//! `/metrics`: the server's counters in the Prometheus text exposition
+//! format (version 0.0.4), written by hand from [`wharf::Stats::snapshot`]
+//! and the hub's gauges.
+
+use std::fmt::Write as _;
+
+use wharf::{Hub, Snapshot};
+
+/// The `Content-Type` of the exposition format.
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Renders every metric.
+pub(crate) fn render(s: &Snapshot, hub: &Hub) -> String {
+    let mut out = String::with_capacity(2048);
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    };
+    metric(
+        "wharf_connections_open",
+        "gauge",
+        "WebSocket connections open now.",
+        hub.len() as u64,
+    );
+    metric(
+        "wharf_connections_total",
+        "counter",
+        "WebSocket connections accepted since start.",
+        s.connections_total,
+    );
+    metric(
+        "wharf_messages_in_total",
+        "counter",
+        "Text and binary messages received.",
+        s.messages_in,
+    );
+    metric(
+        "wharf_messages_out_total",
+        "counter",
+        "Messages queued for sending (a broadcast counts once per receiver).",
+        s.messages_out,
+    );
+    metric(
+        "wharf_bytes_in_total",
+        "counter",
+        "Payload bytes of the messages received.",
+        s.bytes_in,
+    );
+    metric(
+        "wharf_bytes_out_total",
+        "counter",
+        "Payload bytes of the messages queued for sending.",
+        s.bytes_out,
+    );
+    metric(
+        "wharf_slow_client_closes_total",
+        "counter",
+        "Connections closed with 1008 because their write queue was full.",
+        s.slow_client_closes,
+    );
+    metric(
+        "wharf_slow_client_drops_total",
+        "counter",
+        "Messages dropped because a write queue was full (slow-client = drop).",
+        s.slow_client_drops,
+    );
+    metric(
+        "wharf_protocol_errors_total",
+        "counter",
+        "Connections failed for a protocol violation or an exceeded limit.",
+        s.protocol_errors,
+    );
+    metric(
+        "wharf_timeouts_total",
+        "counter",
+        "Connections dropped by the close timeout or keepalive.",
+        s.timeouts,
+    );
+    metric(
+        "wharf_rooms",
+        "gauge",
+        "Chat rooms with at least one member.",
+        hub.rooms().len() as u64,
+    );
+    let name = "wharf_handshake_refusals_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Refused WebSocket upgrades, by HTTP status and reason."
+    );
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for ((status, reason), n) in &s.refusals {
+        let _ = writeln!(
+            out,
+            "{name}{{status=\"{status}\",reason=\"{}\"}} {n}",
+            escape(reason)
+        );
+    }
+    out
+}
+
+/// Escapes a label value: backslash, double quote and line feed.
+fn escape(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a \"b\"\\\nc"), "a \\\"b\\\"\\\\\\nc");
+    }
+
+    #[test]
+    fn every_metric_has_help_and_type() {
+        let text = render(&Snapshot::default(), &Hub::new());
+        for name in [
+            "wharf_connections_open",
+            "wharf_connections_total",
+            "wharf_messages_in_total",
+            "wharf_messages_out_total",
+            "wharf_bytes_in_total",
+            "wharf_bytes_out_total",
+            "wharf_handshake_refusals_total",
+            "wharf_slow_client_closes_total",
+            "wharf_slow_client_drops_total",
+            "wharf_rooms",
+        ] {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
+            assert!(text.contains(&format!("# HELP {name} ")), "{name} missing");
+        }
+    }
+}

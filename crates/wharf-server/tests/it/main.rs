@@ -1,0 +1,11 @@
+//! Integration tests for the `wharf` binary: one test binary; the server
+//! runs in-process on `127.0.0.1:0` (or, for the command line, as the real
+//! binary), the peers are tokio-tungstenite and a raw TCP client, and every
+//! wait is bounded.
+
+mod chat;
+mod config;
+mod metrics;
+mod modes;
+mod static_files;
+mod util;

@@ -349,8 +349,8 @@ impl Server {
         let on_upgrade = hyper::upgrade::on(&mut *req);
         let meta = Meta {
             peer: None,
-            uri: req.uri().clone(),
-            headers: req.headers().clone(),
+            uri: detach_uri(req.uri()),
+            headers: detach_headers(req.headers()),
             protocol,
             data: http::Extensions::new(),
             deflate: deflate.map(|d| d.0),
@@ -452,8 +452,8 @@ impl Server {
             .map(|()| Body::empty());
         let meta = Meta {
             peer: Some(peer),
-            uri: up.parts.uri,
-            headers: up.parts.headers,
+            uri: detach_uri(&up.parts.uri),
+            headers: detach_headers(&up.parts.headers),
             protocol: up.protocol,
             data: up.data,
             deflate: deflate.map(|d| d.0),
@@ -547,6 +547,25 @@ fn start(
         tracing::debug!(id = info.id, peer = %info.peer, elapsed = ?started.elapsed(), ?why, "connection closed");
     });
     (Connection::new(client), driver)
+}
+
+/// A copy of `uri` that owns its bytes. The parsed request's parts are views
+/// into hyper's read buffer (8 KiB and more); a connection that kept them
+/// would keep that whole buffer alive for its lifetime.
+fn detach_uri(uri: &http::Uri) -> http::Uri {
+    let owned = bytes::Bytes::copy_from_slice(uri.to_string().as_bytes());
+    http::Uri::from_maybe_shared(owned).unwrap_or_else(|_| uri.clone())
+}
+
+/// A copy of `headers` whose values own their bytes; see [`detach_uri`].
+fn detach_headers(headers: &http::HeaderMap) -> http::HeaderMap {
+    let mut out = http::HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        out.append(name.clone(), copy);
+    }
+    out
 }
 
 fn upgrade_required() -> Response<Body> {

@@ -56,8 +56,12 @@ struct Idle {
     pinged: bool,
 }
 
-/// Bytes reserved before each read when the buffer is short of room.
-const READ_CHUNK: usize = 16 * 1024;
+/// The read size a connection starts with, and returns to once idle: an
+/// idle connection holds no more than this (and holds nothing once the
+/// keepalive timer finds it silent).
+const MIN_READ: usize = 512;
+/// The read size doubles each time a read fills the buffer, up to this.
+const MAX_READ: usize = 64 * 1024;
 /// The most frames gathered into one vectored write.
 const MAX_BATCH: usize = 64;
 
@@ -66,6 +70,8 @@ pub(crate) struct Driver<S> {
     io: S,
     shared: Arc<Shared>,
     read_buf: BytesMut,
+    /// The next read's size: grows while reads fill the buffer.
+    read_chunk: usize,
     batch: VecDeque<Transmit>,
     /// Bytes of `batch.front()` already written.
     offset: usize,
@@ -90,6 +96,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             io,
             shared,
             read_buf,
+            read_chunk: MIN_READ,
             batch: VecDeque::new(),
             offset: 0,
             write_shut: false,
@@ -136,15 +143,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Poll::Pending => {}
             }
             if !pending {
-                if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
-                    self.read_buf.reserve(READ_CHUNK);
+                if self.read_buf.capacity() - self.read_buf.len() < self.read_chunk / 2 {
+                    self.read_buf.reserve(self.read_chunk);
                 }
+                let room = self.read_buf.capacity() - self.read_buf.len();
                 match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf)
                 {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                         return Poll::Ready(self.end(Some(Disconnect::Reset)));
                     }
-                    Poll::Ready(Ok(_)) => {
+                    Poll::Ready(Ok(n)) => {
+                        if n == room {
+                            self.read_chunk = (self.read_chunk * 2).min(MAX_READ);
+                        }
                         if let Some(idle) = &mut self.idle {
                             idle.last_read = Instant::now();
                             idle.pinged = false;
@@ -242,7 +253,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
         loop {
             self.read_buf.clear();
-            self.read_buf.reserve(READ_CHUNK);
+            self.read_buf.reserve(MIN_READ);
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(self.end(None)),
                 Poll::Ready(Ok(_)) => continue,
@@ -273,6 +284,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
             if !idle.pinged {
                 idle.pinged = true;
+                // Silent for a whole interval: give back the buffers.
+                if self.read_buf.is_empty() {
+                    self.read_buf = BytesMut::new();
+                    self.read_chunk = MIN_READ;
+                }
+                if self.batch.is_empty() {
+                    self.batch = VecDeque::new();
+                }
                 idle.sleep.as_mut().reset(silent_until + k.timeout);
                 let mut inner = self.shared.lock();
                 if inner.proto.ping(Bytes::new()).is_ok() {

@@ -22,8 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::bail;
+use futures_util::{FutureExt, Sink, SinkExt, Stream, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::mpsc::{self, UnboundedSender};
 
 /// A server implementation under test.
 #[derive(Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
@@ -185,6 +186,63 @@ async fn accept(listener: &TcpListener) -> TcpStream {
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
+}
+
+/// Echoes over any `Stream` + `Sink` of messages (tokio-tungstenite,
+/// tokio-websockets) with `feed`, flushing once no further message is
+/// already readable, so that a burst costs one write (the usual way to drive
+/// a `Sink`; `send` would flush, and write, once per message). `is_data`
+/// says which messages are text or binary.
+async fn echo_sink<S, M, E>(mut ws: S, is_data: fn(&M) -> bool)
+where
+    S: Stream<Item = Result<M, E>> + Sink<M> + Unpin,
+{
+    while let Some(Ok(msg)) = ws.next().await {
+        if is_data(&msg) && ws.feed(msg).await.is_err() {
+            return;
+        }
+        while let Some(Some(Ok(msg))) = ws.next().now_or_never() {
+            if is_data(&msg) && ws.feed(msg).await.is_err() {
+                return;
+            }
+        }
+        if ws.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Broadcast over any `Stream` + `Sink` of messages: the stream is split, a
+/// writer task feeds every queued message and then flushes once, and every
+/// data message read goes to every registered connection.
+async fn broadcast_sink<S, M, E>(ws: S, registry: &Registry<M>, is_data: fn(&M) -> bool)
+where
+    S: Stream<Item = Result<M, E>> + Sink<M> + Send + 'static,
+    M: Clone + Send + 'static,
+{
+    let (mut sink, mut stream) = ws.split();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let id = registry.join(tx);
+    let writer = tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(64);
+        while rx.recv_many(&mut batch, 64).await > 0 {
+            for msg in batch.drain(..) {
+                if sink.feed(msg).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+    while let Some(Ok(msg)) = stream.next().await {
+        if is_data(&msg) {
+            registry.broadcast(&msg);
+        }
+    }
+    registry.leave(id);
+    writer.abort();
 }
 
 /// The peers' broadcast registry: one unbounded channel per connection.

@@ -12,6 +12,7 @@
 //! input until the peer's FIN or the close timeout, so the peer reads our
 //! close frame instead of a reset.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::io::IoSlice;
@@ -64,6 +65,24 @@ const MIN_READ: usize = 512;
 const MAX_READ: usize = 64 * 1024;
 /// The most frames gathered into one vectored write.
 const MAX_BATCH: usize = 64;
+/// Payloads up to this size are copied into the cork buffer; larger ones
+/// are written from their own `Bytes`.
+const CORK_MAX: usize = 512;
+
+thread_local! {
+    /// The cork buffer: small frames of one vectored write, copied together.
+    /// Used only within `poll_write`, so it is shared by every connection a
+    /// thread drives.
+    static CORK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One iovec of a vectored write: a run of the cork buffer, or (part of) a
+/// large payload of the batch.
+#[derive(Clone, Copy)]
+enum Segment {
+    Cork(usize, usize),
+    Payload(usize, usize),
+}
 
 /// Owns the socket of one connection.
 pub(crate) struct Driver<S> {
@@ -197,22 +216,55 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// Writes as much of the batch as the socket takes in one vectored write.
+    /// Small frames are first copied together into this thread's cork
+    /// buffer: one iovec for a run of small frames costs the kernel less than
+    /// two per frame, and the buffer lives only for this call, so no
+    /// connection holds it. Large payloads go out from their own `Bytes`.
+    /// `Ready(Ok)` means some bytes were written.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
-        let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
-        let mut n = 0;
-        let mut skip = self.offset;
-        for t in &self.batch {
-            for part in [t.header(), &t.payload()[..]] {
-                if skip >= part.len() {
-                    skip -= part.len();
-                    continue;
+        let Self {
+            io, batch, offset, ..
+        } = self;
+        let result = CORK.with(|cork| {
+            let mut buf = cork.borrow_mut();
+            buf.clear();
+            let mut segs = [Segment::Cork(0, 0); 2 * MAX_BATCH];
+            let mut n = 0;
+            let mut run = 0;
+            let mut skip = *offset;
+            for (i, t) in batch.iter().enumerate() {
+                let (header, payload) = (t.header(), &t.payload()[..]);
+                let hs = skip.min(header.len());
+                skip -= hs;
+                let ps = skip.min(payload.len());
+                skip -= ps;
+                buf.extend_from_slice(&header[hs..]);
+                if payload.len() - ps <= CORK_MAX {
+                    buf.extend_from_slice(&payload[ps..]);
+                } else {
+                    if buf.len() > run {
+                        segs[n] = Segment::Cork(run, buf.len());
+                        n += 1;
+                    }
+                    run = buf.len();
+                    segs[n] = Segment::Payload(i, ps);
+                    n += 1;
                 }
-                slices[n] = IoSlice::new(&part[skip..]);
-                skip = 0;
+            }
+            if buf.len() > run {
+                segs[n] = Segment::Cork(run, buf.len());
                 n += 1;
             }
-        }
-        let written = match ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n])) {
+            let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
+            for (slice, seg) in slices.iter_mut().zip(&segs[..n]) {
+                *slice = match *seg {
+                    Segment::Cork(a, b) => IoSlice::new(&buf[a..b]),
+                    Segment::Payload(i, skip) => IoSlice::new(&batch[i].payload()[skip..]),
+                };
+            }
+            Pin::new(io).poll_write_vectored(cx, &slices[..n])
+        });
+        let written = match ready!(result) {
             Ok(0) | Err(_) => return Poll::Ready(Err(())),
             Ok(written) => written,
         };

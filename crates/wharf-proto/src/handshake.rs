@@ -67,24 +67,31 @@ impl Reject {
     /// and `Sec-WebSocket-Version: 13` on a 426 (§4.2.2) or `Allow: GET` on a
     /// 405.
     pub fn to_response(&self) -> Response<&'static str> {
-        let mut res = Response::new(self.reason);
-        *res.status_mut() = self.status;
-        let h = res.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        match self.status {
-            StatusCode::UPGRADE_REQUIRED => {
-                h.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-            }
-            StatusCode::METHOD_NOT_ALLOWED => {
-                h.insert(header::ALLOW, HeaderValue::from_static("GET"));
-            }
-            _ => {}
-        }
-        res
+        refusal(self.status, self.reason)
     }
+}
+
+/// A refusal response: `status`, `body` (one line saying why) as
+/// `text/plain`, and the header the status calls for:
+/// `Sec-WebSocket-Version: 13` on a 426 (§4.2.2), `Allow: GET` on a 405.
+pub fn refusal<B>(status: StatusCode, body: B) -> Response<B> {
+    let mut res = Response::new(body);
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    match status {
+        StatusCode::UPGRADE_REQUIRED => {
+            h.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        }
+        StatusCode::METHOD_NOT_ALLOWED => {
+            h.insert(header::ALLOW, HeaderValue::from_static("GET"));
+        }
+        _ => {}
+    }
+    res
 }
 
 impl Handshake {

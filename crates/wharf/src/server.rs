@@ -23,7 +23,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::watch;
-use wharf_proto::{CloseCode, DeflateConfig, DeflateParams, Limits, handshake};
+use wharf_proto::{CloseCode, DeflateConfig, DeflateParams, Handshake, Limits, handshake};
 
 use crate::body::Body;
 use crate::conn::task::{Driver, Keepalive, Settings};
@@ -336,16 +336,8 @@ impl Server {
         req: &mut Request<B>,
     ) -> Result<(Response<Body>, PendingConnection), Refuse> {
         let hs = validate(req)?;
-        let supported: Vec<&str> = self.protocols.iter().map(String::as_str).collect();
-        let protocol = hs.select_protocol(&supported).map(str::to_owned);
-        let deflate = self
-            .settings
-            .deflate
-            .as_ref()
-            .and_then(|c| hs.negotiate_deflate(c));
-        let response = hs
-            .response(protocol.as_deref(), deflate.as_ref().map(|d| &d.1))
-            .map(|()| Body::empty());
+        let protocol = self.choose_protocol(&hs);
+        let (response, deflate) = self.answer(&hs, protocol.as_deref());
         let on_upgrade = hyper::upgrade::on(&mut *req);
         let meta = Meta {
             peer: None,
@@ -353,7 +345,7 @@ impl Server {
             headers: detach_headers(req.headers()),
             protocol,
             data: http::Extensions::new(),
-            deflate: deflate.map(|d| d.0),
+            deflate,
         };
         let settings = self.settings.clone();
         let hub = self.hub.clone();
@@ -365,6 +357,30 @@ impl Server {
             Ok(conn)
         });
         Ok((response, PendingConnection { inner }))
+    }
+
+    /// The first subprotocol the client offered that this server speaks.
+    fn choose_protocol(&self, hs: &Handshake) -> Option<String> {
+        let supported: Vec<&str> = self.protocols.iter().map(String::as_str).collect();
+        hs.select_protocol(&supported).map(str::to_owned)
+    }
+
+    /// The `101` for a valid handshake, with `protocol` and whatever
+    /// permessage-deflate parameters were agreed (also returned).
+    fn answer(
+        &self,
+        hs: &Handshake,
+        protocol: Option<&str>,
+    ) -> (Response<Body>, Option<DeflateParams>) {
+        let deflate = self
+            .settings
+            .deflate
+            .as_ref()
+            .and_then(|c| hs.negotiate_deflate(c));
+        let response = hs
+            .response(protocol, deflate.as_ref().map(|d| &d.1))
+            .map(|()| Body::empty());
+        (response, deflate.map(|d| d.0))
     }
 
     async fn serve_http(
@@ -422,10 +438,9 @@ impl Server {
         };
         let on_upgrade = hyper::upgrade::on(&mut req);
         let (parts, _) = req.into_parts();
-        let supported: Vec<&str> = self.protocols.iter().map(String::as_str).collect();
         let mut up = Upgrade {
             peer,
-            protocol: hs.select_protocol(&supported).map(str::to_owned),
+            protocol: self.choose_protocol(&hs),
             offered: hs.protocols().to_vec(),
             parts,
             data: http::Extensions::new(),
@@ -442,21 +457,14 @@ impl Server {
                 }
             };
         }
-        let deflate = self
-            .settings
-            .deflate
-            .as_ref()
-            .and_then(|c| hs.negotiate_deflate(c));
-        let response = hs
-            .response(up.protocol.as_deref(), deflate.as_ref().map(|d| &d.1))
-            .map(|()| Body::empty());
+        let (response, deflate) = self.answer(&hs, up.protocol.as_deref());
         let meta = Meta {
             peer: Some(peer),
             uri: detach_uri(&up.parts.uri),
             headers: detach_headers(&up.parts.headers),
             protocol: up.protocol,
             data: up.data,
-            deflate: deflate.map(|d| d.0),
+            deflate,
         };
         tokio::spawn(async move {
             match on_upgrade.await {

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::request::Parts;
-use http::{Extensions, HeaderMap, HeaderValue, Request, Response, StatusCode, Uri, header};
+use http::{Extensions, HeaderMap, Request, Response, StatusCode, Uri};
 use wharf_proto::{Handshake, Reject, handshake};
 
 use crate::body::Body;
@@ -114,26 +114,7 @@ impl Refuse {
     /// The response: the status, the reason as a `text/plain` body, and
     /// `Sec-WebSocket-Version: 13` on a 426 or `Allow: GET` on a 405.
     pub fn into_response(self) -> Response<Body> {
-        let mut res = Response::new(Body::from(self.reason.into_owned()));
-        *res.status_mut() = self.status;
-        let h = res.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        match self.status {
-            StatusCode::UPGRADE_REQUIRED => {
-                h.insert(
-                    handshake::SEC_WEBSOCKET_VERSION,
-                    HeaderValue::from_static("13"),
-                );
-            }
-            StatusCode::METHOD_NOT_ALLOWED => {
-                h.insert(header::ALLOW, HeaderValue::from_static("GET"));
-            }
-            _ => {}
-        }
-        res
+        handshake::refusal(self.status, Body::from(self.reason.into_owned()))
     }
 }
 

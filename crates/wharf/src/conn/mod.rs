@@ -136,8 +136,7 @@ impl Shared {
         if inner.proto.state() != State::Open {
             return Err(SendError::Closed);
         }
-        let buffered = inner.buffered();
-        if buffered > 0 && buffered + t.len() > self.max_backpressure {
+        if self.over_bound(&inner, t.len()) {
             return Err(self.overflow(&mut inner));
         }
         let len = t.payload().len();
@@ -159,6 +158,13 @@ impl Shared {
 
     pub(crate) fn stats(&self) -> &Counters {
         &self.stats
+    }
+
+    /// Whether queueing `len` more bytes would pass `max_backpressure`. An
+    /// empty queue always takes one message, however large.
+    fn over_bound(&self, inner: &Inner, len: usize) -> bool {
+        let buffered = inner.buffered();
+        buffered > 0 && buffered + len > self.max_backpressure
     }
 
     fn overflow(&self, inner: &mut Inner) -> SendError {
@@ -343,11 +349,7 @@ impl Client {
 
     fn send_with(&self, message: Message, compress: bool) -> Result<(), SendError> {
         let mut inner = self.shared.lock();
-        let buffered = inner.buffered();
-        if inner.proto.state() == State::Open
-            && buffered > 0
-            && buffered + message.len() > self.shared.max_backpressure
-        {
+        if inner.proto.state() == State::Open && self.shared.over_bound(&inner, message.len()) {
             return Err(self.shared.overflow(&mut inner));
         }
         let len = message.len();

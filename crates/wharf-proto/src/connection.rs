@@ -98,7 +98,7 @@ pub struct Connection {
     /// A violation found behind events not yet polled.
     deferred: Option<ProtocolError>,
     mask_source: Option<Box<dyn FnMut() -> [u8; 4] + Send + Sync>>,
-    deflate: Option<Codec>,
+    deflate: Option<Box<Codec>>,
 }
 
 /// The frame being received: header decoded, payload not yet complete.
@@ -174,7 +174,7 @@ impl Connection {
             Role::Server => params,
             Role::Client => params.mirrored(),
         };
-        self.deflate = Some(Codec::new(params, local));
+        self.deflate = Some(Box::new(Codec::new(params, local)));
         self
     }
 
@@ -212,6 +212,17 @@ impl Connection {
     /// Bytes queued for the transport and not yet taken by `poll_transmit`.
     pub fn buffered_amount(&self) -> usize {
         self.queued
+    }
+
+    /// Lets go of the storage of empty queues, for a connection that has
+    /// gone quiet; they grow again on use.
+    pub fn shrink(&mut self) {
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
+        if self.transmits.is_empty() {
+            self.transmits = VecDeque::new();
+        }
     }
 
     /// Whether nothing is left to do but close the transport: the state is

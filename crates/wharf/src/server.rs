@@ -26,9 +26,9 @@ use tokio::sync::watch;
 use wharf_proto::{CloseCode, DeflateConfig, DeflateParams, Handshake, Limits, handshake};
 
 use crate::body::Body;
-use crate::conn::task::{Driver, Keepalive, Settings};
+use crate::conn::task::{Driver, Keepalive, Settings, Task};
 use crate::conn::{Client, Connection, Info, Shared, SlowClient};
-use crate::error::{Disconnect, Error};
+use crate::error::Error;
 use crate::hub::Hub;
 use crate::stats::{Counters, Stats};
 use crate::upgrade::{PendingConnection, Refuse, Upgrade, validate};
@@ -63,7 +63,7 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// ```
 #[derive(Clone)]
 pub struct Server {
-    settings: Settings,
+    settings: Arc<Settings>,
     handshake_timeout: Duration,
     protocols: Vec<String>,
     hub: Hub,
@@ -85,7 +85,7 @@ impl Server {
     /// accepted, and messages are received and discarded.
     pub fn new() -> Self {
         Self {
-            settings: Settings {
+            settings: Arc::new(Settings {
                 limits: Limits::default(),
                 max_backpressure: 1 << 20,
                 slow_client: SlowClient::Close,
@@ -95,7 +95,8 @@ impl Server {
                     interval: Duration::from_secs(30),
                     timeout: Duration::from_secs(20),
                 }),
-            },
+                keep_headers: false,
+            }),
             handshake_timeout: Duration::from_secs(10),
             protocols: Vec::new(),
             hub: Hub::new(),
@@ -122,7 +123,7 @@ impl Server {
     /// Frame, message and fragment limits for incoming data.
     #[must_use]
     pub fn limits(mut self, limits: Limits) -> Self {
-        self.settings.limits = limits;
+        Arc::make_mut(&mut self.settings).limits = limits;
         self
     }
 
@@ -130,7 +131,7 @@ impl Server {
     /// past it, the [`SlowClient`] policy applies.
     #[must_use]
     pub fn max_backpressure(mut self, bytes: usize) -> Self {
-        self.settings.max_backpressure = bytes;
+        Arc::make_mut(&mut self.settings).max_backpressure = bytes;
         self
     }
 
@@ -139,7 +140,7 @@ impl Server {
     /// for the shared and dedicated memory modes.
     #[must_use]
     pub fn deflate(mut self, config: Option<DeflateConfig>) -> Self {
-        self.settings.deflate = config;
+        Arc::make_mut(&mut self.settings).deflate = config;
         self
     }
 
@@ -147,7 +148,7 @@ impl Server {
     /// with 1008).
     #[must_use]
     pub fn slow_client(mut self, policy: SlowClient) -> Self {
-        self.settings.slow_client = policy;
+        Arc::make_mut(&mut self.settings).slow_client = policy;
         self
     }
 
@@ -155,7 +156,7 @@ impl Server {
     /// after the close handshake starts (default 10 s).
     #[must_use]
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.close_timeout = timeout;
+        Arc::make_mut(&mut self.settings).close_timeout = timeout;
         self
     }
 
@@ -172,8 +173,19 @@ impl Server {
     /// `timeout` more. Default 30 s and 20 s; `None` turns keepalive off.
     #[must_use]
     pub fn keepalive(mut self, keepalive: Option<(Duration, Duration)>) -> Self {
-        self.settings.keepalive =
+        Arc::make_mut(&mut self.settings).keepalive =
             keepalive.map(|(interval, timeout)| Keepalive { interval, timeout });
+        self
+    }
+
+    /// Keeps every connection's upgrade request headers for
+    /// [`Client::headers`] (default: off). They cost a few hundred bytes per
+    /// connection for as long as it lives; without them, read headers in
+    /// [`Server::on_upgrade`] and attach what the connection needs with
+    /// [`Upgrade::insert`].
+    #[must_use]
+    pub fn keep_headers(mut self, keep: bool) -> Self {
+        Arc::make_mut(&mut self.settings).keep_headers = keep;
         self
     }
 
@@ -341,20 +353,17 @@ impl Server {
         let on_upgrade = hyper::upgrade::on(&mut *req);
         let meta = Meta {
             peer: None,
-            uri: detach_uri(req.uri()),
-            headers: detach_headers(req.headers()),
+            target: request_target(req.uri()),
+            headers: self.kept_headers(req.headers()),
             protocol,
             data: http::Extensions::new(),
             deflate,
         };
-        let settings = self.settings.clone();
-        let hub = self.hub.clone();
-        let stats = self.stats.clone();
+        let server = self.clone();
         let inner = Box::pin(async move {
             let upgraded = on_upgrade.await.map_err(Error::Upgrade)?;
-            let (conn, driver) = start(settings, hub, &stats, upgraded, meta);
-            tokio::spawn(driver);
-            Ok(conn)
+            let conn = start(&server, upgraded, meta, None);
+            Ok(conn.expect("a connection without a handler is returned"))
         });
         Ok((response, PendingConnection { inner }))
     }
@@ -460,23 +469,19 @@ impl Server {
         let (response, deflate) = self.answer(&hs, up.protocol.as_deref());
         let meta = Meta {
             peer: Some(peer),
-            uri: detach_uri(&up.parts.uri),
-            headers: detach_headers(&up.parts.headers),
+            target: request_target(&up.parts.uri),
+            headers: self.kept_headers(&up.parts.headers),
             protocol: up.protocol,
             data: up.data,
             deflate,
         };
+        drop(up.parts);
+        // This task lives only until hyper hands the socket back; the
+        // connection then gets a task of its own, sized for what it keeps.
         tokio::spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    let (conn, driver) = start(
-                        self.settings.clone(),
-                        self.hub.clone(),
-                        &self.stats,
-                        upgraded,
-                        meta,
-                    );
-                    tokio::join!(driver, (self.on_connection)(conn));
+                    start(&self, upgraded, meta, Some(&self.on_connection));
                 }
                 Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
             }
@@ -488,92 +493,95 @@ impl Server {
 /// What is known of a connection before its socket is taken back.
 struct Meta {
     peer: Option<SocketAddr>,
-    uri: http::Uri,
-    headers: http::HeaderMap,
+    target: Box<str>,
+    headers: Option<Box<http::HeaderMap>>,
     protocol: Option<String>,
     data: http::Extensions,
     deflate: Option<DeflateParams>,
 }
 
 /// Takes the socket back from hyper, registers the connection with the hub
-/// and returns its handle and its driver; the driver removes it from the hub
-/// when it ends.
+/// and spawns its task: the driver, and `handler` run on the [`Connection`].
+/// Without a handler, the connection is returned for the caller to handle.
+/// The task removes the connection from the hub when the driver ends.
 fn start(
-    settings: Settings,
-    hub: Hub,
-    stats: &Stats,
+    server: &Server,
     upgraded: Upgraded,
     meta: Meta,
-) -> (Connection, BoxFuture<()>) {
-    Counters::add(&stats.counters().connections_total, 1);
-    let mut proto = wharf_proto::Connection::server(settings.limits);
+    handler: Option<&ConnectionHandler>,
+) -> Option<Connection> {
+    Counters::add(&server.stats.counters().connections_total, 1);
+    let mut proto = wharf_proto::Connection::server(server.settings.limits);
     if let Some(params) = meta.deflate {
         proto = proto.with_deflate(params);
     }
+    let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+    let (io, peer) = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let io = parts.io.into_inner();
+            let peer = meta.peer.or_else(|| io.peer_addr().ok()).unwrap_or(unknown);
+            (Ok((io, BytesMut::from(&parts.read_buf[..]))), peer)
+        }
+        Err(upgraded) => (Err(TokioIo::new(upgraded)), meta.peer.unwrap_or(unknown)),
+    };
+    tracing::debug!(%peer, target = &*meta.target, "connection open");
+    let info = Info {
+        peer,
+        target: meta.target,
+        headers: meta.headers,
+        protocol: meta.protocol.map(String::into_boxed_str),
+        data: meta.data,
+    };
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let shared = Arc::new(Shared::new(
         proto,
-        settings.max_backpressure,
-        settings.slow_client,
-        stats.counters().clone(),
+        id,
+        info,
+        server.settings.clone(),
+        server.hub.clone(),
+        server.stats.counters().clone(),
     ));
-    let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
-    let (driver, peer): (BoxFuture<Disconnect>, SocketAddr) =
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let io = parts.io.into_inner();
-                let peer = meta.peer.or_else(|| io.peer_addr().ok()).unwrap_or(unknown);
-                let read_buf = BytesMut::from(&parts.read_buf[..]);
-                let driver = Driver::new(io, shared.clone(), read_buf, settings);
-                (Box::pin(driver.run()), peer)
-            }
-            Err(upgraded) => {
-                let driver = Driver::new(
-                    TokioIo::new(upgraded),
-                    shared.clone(),
-                    BytesMut::new(),
-                    settings,
-                );
-                (Box::pin(driver.run()), meta.peer.unwrap_or(unknown))
-            }
-        };
-    let info = Arc::new(Info {
-        id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-        peer,
-        uri: meta.uri,
-        headers: meta.headers,
-        protocol: meta.protocol,
-        data: meta.data,
-        hub: hub.clone(),
-    });
-    let client = Client::new(shared, info.clone());
-    hub.insert(client.clone());
-    tracing::debug!(id = info.id, peer = %info.peer, path = info.uri.path(), "connection open");
-    let started = tokio::time::Instant::now();
-    let driver = Box::pin(async move {
-        let why = driver.await;
-        hub.remove(info.id);
-        tracing::debug!(id = info.id, peer = %info.peer, elapsed = ?started.elapsed(), ?why, "connection closed");
-    });
-    (Connection::new(client), driver)
-}
-
-/// A copy of `uri` that owns its bytes. The parsed request's parts are views
-/// into hyper's read buffer (8 KiB and more); a connection that kept them
-/// would keep that whole buffer alive for its lifetime.
-fn detach_uri(uri: &http::Uri) -> http::Uri {
-    let owned = bytes::Bytes::copy_from_slice(uri.to_string().as_bytes());
-    http::Uri::from_maybe_shared(owned).unwrap_or_else(|_| uri.clone())
-}
-
-/// A copy of `headers` whose values own their bytes; see [`detach_uri`].
-fn detach_headers(headers: &http::HeaderMap) -> http::HeaderMap {
-    let mut out = http::HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
-        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-        copy.set_sensitive(value.is_sensitive());
-        out.append(name.clone(), copy);
+    let client = Client::new(shared.clone());
+    server.hub.insert(client);
+    let conn = Connection::new(Client::new(shared.clone()));
+    let (handler, conn) = match handler {
+        Some(handler) => (Some(handler(conn)), None),
+        None => (None, Some(conn)),
+    };
+    match io {
+        Ok((io, read_buf)) => {
+            tokio::spawn(Task::new(Driver::new(io, shared, read_buf), handler));
+        }
+        Err(io) => {
+            tokio::spawn(Task::new(Driver::new(io, shared, BytesMut::new()), handler));
+        }
     }
-    out
+    conn
+}
+
+/// The request target (path and query) of an upgrade, owned: the parsed
+/// request is a view into hyper's read buffer (8 KiB and more), which a
+/// connection that kept it would keep alive for its lifetime.
+fn request_target(uri: &http::Uri) -> Box<str> {
+    uri.path_and_query().map_or("/", |pq| pq.as_str()).into()
+}
+
+impl Server {
+    /// A copy of `headers` whose values own their bytes (see
+    /// [`request_target`]), if this server keeps headers.
+    fn kept_headers(&self, headers: &http::HeaderMap) -> Option<Box<http::HeaderMap>> {
+        if !self.settings.keep_headers {
+            return None;
+        }
+        let mut out = http::HeaderMap::with_capacity(headers.len());
+        for (name, value) in headers {
+            let mut copy =
+                HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+            copy.set_sensitive(value.is_sensitive());
+            out.append(name.clone(), copy);
+        }
+        Some(Box::new(out))
+    }
 }
 
 fn upgrade_required() -> Response<Body> {

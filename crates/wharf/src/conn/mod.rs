@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
-use http::{Extensions, HeaderMap, Uri};
+use http::{Extensions, HeaderMap};
 use tokio::sync::watch;
 use wharf_proto::{
     CloseCode, CloseFrame, DeflateParams, Event, Message, ProtocolError, State, Transmit,
@@ -26,6 +26,7 @@ use wharf_proto::{
 use crate::error::{Disconnect, SendError};
 use crate::hub::Hub;
 use crate::stats::Counters;
+use task::Settings;
 
 /// What happens when a send would push a connection's write queue past
 /// `max_backpressure`.
@@ -47,7 +48,6 @@ pub enum SlowClient {
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
-    info: Arc<Info>,
 }
 
 /// One WebSocket connection, as its handler sees it: a [`Client`] plus
@@ -60,24 +60,29 @@ pub struct Connection {
 }
 
 /// What the upgrade request said, kept for the connection's lifetime.
+/// Only what is asked for is kept: an idle connection's memory is mostly
+/// this and the core.
 #[derive(Debug)]
 pub(crate) struct Info {
-    pub(crate) id: u64,
     pub(crate) peer: SocketAddr,
-    pub(crate) uri: Uri,
-    pub(crate) headers: HeaderMap,
-    pub(crate) protocol: Option<String>,
+    /// The request target: path and query.
+    pub(crate) target: Box<str>,
+    /// Kept only with [`Server::keep_headers`](crate::Server::keep_headers).
+    pub(crate) headers: Option<Box<HeaderMap>>,
+    pub(crate) protocol: Option<Box<str>>,
     pub(crate) data: Extensions,
-    pub(crate) hub: Hub,
 }
 
-/// The state shared by the handles and the driver.
+/// The state shared by the handles and the driver: one allocation per
+/// connection, beside its task.
 pub(crate) struct Shared {
     inner: Mutex<Inner>,
-    max_backpressure: usize,
-    policy: SlowClient,
-    dropped: AtomicU64,
+    id: u64,
+    info: Info,
+    pub(crate) settings: Arc<Settings>,
+    hub: Hub,
     stats: Arc<Counters>,
+    dropped: AtomicU64,
     /// The permessage-deflate parameters, fixed at the handshake.
     deflate: Option<DeflateParams>,
 }
@@ -92,21 +97,37 @@ pub(crate) struct Inner {
     pub(crate) driver_waker: Option<Waker>,
     /// The driver stopped reading because events wait for `recv`.
     pub(crate) read_paused: bool,
-    /// Why the connection ended, once the driver is done.
-    pub(crate) ended: Option<Disconnect>,
+    /// Why the connection ended, once the driver is done, when the core
+    /// cannot tell (see [`Inner::outcome`]).
+    pub(crate) ended: Option<End>,
     /// Set once somebody watches the ready state.
     state_tx: Option<watch::Sender<ReadyState>>,
+}
+
+/// How the driver ended a connection.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub(crate) enum End {
+    /// As the core says: a close handshake or a violation.
+    Core,
+    Reset,
+    TimedOut,
 }
 
 impl Shared {
     pub(crate) fn new(
         proto: wharf_proto::Connection,
-        max_backpressure: usize,
-        policy: SlowClient,
+        id: u64,
+        info: Info,
+        settings: Arc<Settings>,
+        hub: Hub,
         stats: Arc<Counters>,
     ) -> Self {
         let deflate = proto.deflate().copied();
         Self {
+            id,
+            info,
+            settings,
+            hub,
             inner: Mutex::new(Inner {
                 proto,
                 writing: 0,
@@ -116,8 +137,6 @@ impl Shared {
                 ended: None,
                 state_tx: None,
             }),
-            max_backpressure,
-            policy,
             dropped: AtomicU64::new(0),
             stats,
             deflate,
@@ -164,11 +183,11 @@ impl Shared {
     /// empty queue always takes one message, however large.
     fn over_bound(&self, inner: &Inner, len: usize) -> bool {
         let buffered = inner.buffered();
-        buffered > 0 && buffered + len > self.max_backpressure
+        buffered > 0 && buffered + len > self.settings.max_backpressure
     }
 
     fn overflow(&self, inner: &mut Inner) -> SendError {
-        match self.policy {
+        match self.settings.slow_client {
             SlowClient::Drop => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
                 Counters::add(&self.stats.slow_client_drops, 1);
@@ -219,6 +238,17 @@ impl Inner {
         }
     }
 
+    /// How the connection ended: as the core tells (a violation, or the
+    /// peer's close frame once the close handshake is over), else as the
+    /// driver recorded.
+    pub(crate) fn disconnect(&self) -> Option<Disconnect> {
+        self.outcome().or(match self.ended {
+            None => None,
+            Some(End::TimedOut) => Some(Disconnect::TimedOut),
+            Some(End::Core | End::Reset) => Some(Disconnect::Reset),
+        })
+    }
+
     /// How the connection ended, as far as the core can tell: a violation
     /// or the peer's close frame once the close handshake is over.
     pub(crate) fn outcome(&self) -> Option<Disconnect> {
@@ -256,8 +286,8 @@ pub enum ReadyState {
 }
 
 impl Client {
-    pub(crate) fn new(shared: Arc<Shared>, info: Arc<Info>) -> Self {
-        Self { shared, info }
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
@@ -266,58 +296,58 @@ impl Client {
 
     /// A process-wide unique id, assigned in accept order.
     pub fn id(&self) -> u64 {
-        self.info.id
+        self.shared.id
     }
 
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.info.peer
-    }
-
-    /// The upgrade request's URI.
-    pub fn uri(&self) -> &Uri {
-        &self.info.uri
+        self.shared.info.peer
     }
 
     /// The upgrade request's path.
     pub fn path(&self) -> &str {
-        self.info.uri.path()
+        let target = &self.shared.info.target;
+        target.split_once('?').map_or(target, |(path, _)| path)
     }
 
     /// The upgrade request's query string, if any.
     pub fn query(&self) -> Option<&str> {
-        self.info.uri.query()
+        self.shared.info.target.split_once('?').map(|(_, q)| q)
     }
 
-    /// The upgrade request's headers.
-    pub fn headers(&self) -> &HeaderMap {
-        &self.info.headers
+    /// The upgrade request's headers, if the server keeps them
+    /// ([`Server::keep_headers`](crate::Server::keep_headers)); otherwise
+    /// `None`: read them in the upgrade hook
+    /// ([`Server::on_upgrade`](crate::Server::on_upgrade)) and attach what
+    /// the connection needs with [`Upgrade::insert`](crate::Upgrade::insert).
+    pub fn headers(&self) -> Option<&HeaderMap> {
+        self.shared.info.headers.as_deref()
     }
 
     /// The subprotocol agreed in the handshake, if any.
     pub fn protocol(&self) -> Option<&str> {
-        self.info.protocol.as_deref()
+        self.shared.info.protocol.as_deref()
     }
 
     /// Data attached before the `101` by the upgrade hook
     /// ([`Upgrade::insert`](crate::Upgrade::insert)).
     pub fn data<T: Clone + Send + Sync + 'static>(&self) -> Option<&T> {
-        self.info.data.get::<T>()
+        self.shared.info.data.get::<T>()
     }
 
     /// The hub this connection is registered with.
     pub fn hub(&self) -> &Hub {
-        &self.info.hub
+        &self.shared.hub
     }
 
     /// Joins a room of the hub; see [`Hub::join`].
     pub fn join(&self, room: &str) -> bool {
-        self.info.hub.join(room, self.id())
+        self.shared.hub.join(room, self.id())
     }
 
     /// Leaves a room of the hub; see [`Hub::leave`].
     pub fn leave(&self, room: &str) -> bool {
-        self.info.hub.leave(room, self.id())
+        self.shared.hub.leave(room, self.id())
     }
 
     /// Queues a message; it never waits. The message is encoded here and
@@ -418,8 +448,7 @@ impl Client {
     /// handshake is over (when [`Connection::recv`] returns `None`), even
     /// while the TCP connection is still being shut down.
     pub fn disconnect(&self) -> Option<Disconnect> {
-        let inner = self.shared.lock();
-        inner.ended.clone().or_else(|| inner.outcome())
+        self.shared.lock().disconnect()
     }
 }
 
@@ -497,9 +526,9 @@ impl Drop for Connection {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("id", &self.info.id)
-            .field("peer", &self.info.peer)
-            .field("path", &self.info.uri.path())
+            .field("id", &self.id())
+            .field("peer", &self.peer_addr())
+            .field("path", &self.path())
             .finish_non_exhaustive()
     }
 }

@@ -14,7 +14,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -22,15 +22,15 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use wharf_proto::{CloseCode, DeflateConfig, Limits, State, Transmit};
 
-use super::{Shared, SlowClient};
+use super::{End, Shared, SlowClient};
 use crate::error::Disconnect;
 use crate::stats::Counters;
 
-/// The per-connection settings, copied from the server.
+/// The per-connection settings: the server's, shared by its connections.
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
     pub(crate) limits: Limits,
@@ -39,6 +39,7 @@ pub(crate) struct Settings {
     pub(crate) deflate: Option<DeflateConfig>,
     pub(crate) close_timeout: Duration,
     pub(crate) keepalive: Option<Keepalive>,
+    pub(crate) keep_headers: bool,
 }
 
 /// Ping after `interval` of silence; give up after `timeout` more.
@@ -51,15 +52,12 @@ pub(crate) struct Keepalive {
 /// The keepalive timer. It is re-armed lazily: reads only record the time,
 /// and the timer, when it fires, works out what is due.
 struct Idle {
-    keepalive: Keepalive,
     sleep: Pin<Box<Sleep>>,
     last_read: Instant,
     pinged: bool,
 }
 
-/// The read size a connection starts with, and returns to once idle: an
-/// idle connection holds no more than this (and holds nothing once the
-/// keepalive timer finds it silent).
+/// The read size a connection starts with.
 const MIN_READ: usize = 512;
 /// The read size doubles each time a read fills the buffer, up to this.
 const MAX_READ: usize = 64 * 1024;
@@ -68,12 +66,20 @@ const MAX_BATCH: usize = 64;
 /// Payloads up to this size are copied into the cork buffer; larger ones
 /// are written from their own `Bytes`.
 const CORK_MAX: usize = 512;
+/// Read buffers kept for reuse by each thread.
+const POOL: usize = 16;
 
 thread_local! {
     /// The cork buffer: small frames of one vectored write, copied together.
     /// Used only within `poll_write`, so it is shared by every connection a
     /// thread drives.
     static CORK: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// The frames of the write in progress, taken from the core; what the
+    /// socket does not take moves to the connection's own `unwritten`.
+    static BATCH: RefCell<Vec<Transmit>> = const { RefCell::new(Vec::new()) };
+    /// Read buffers of connections that had nothing left to parse when the
+    /// socket ran dry: a connection holds one only while bytes are in flight.
+    static READ_BUFS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
 }
 
 /// One iovec of a vectored write: a run of the cork buffer, or (part of) a
@@ -84,18 +90,96 @@ enum Segment {
     Payload(usize, usize),
 }
 
+/// What the core said when the driver last gathered frames.
+#[derive(Clone, Copy, Default)]
+struct Status {
+    /// Closed, every frame taken.
+    finished: bool,
+    /// Our close frame is out; waiting for the peer's.
+    closing: bool,
+    /// Events wait for `recv`: read no more.
+    paused: bool,
+}
+
+/// What a flush did.
+enum Flush {
+    /// Nothing was queued.
+    Empty,
+    /// Some bytes were written.
+    Wrote,
+    /// The socket is full; its waker is registered.
+    Blocked,
+    Failed,
+}
+
+/// A connection's task: its driver and its handler, polled together. After
+/// the handler runs, the driver is polled again, so that its replies go out
+/// in this same turn.
+pub(crate) struct Task<S> {
+    /// `None` once the connection has ended.
+    driver: Option<Driver<S>>,
+    /// `None` once the handler has returned (or when the application
+    /// handles the connection in a task of its own).
+    handler: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Task<S> {
+    pub(crate) fn new(
+        driver: Driver<S>,
+        handler: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    ) -> Self {
+        Self {
+            driver: Some(driver),
+            handler,
+        }
+    }
+
+    fn poll_driver(&mut self, cx: &mut Context<'_>) {
+        let Some(driver) = &mut self.driver else {
+            return;
+        };
+        if let Poll::Ready(why) = driver.poll_drive(cx) {
+            let shared = &driver.shared;
+            shared.hub.remove(shared.id);
+            tracing::debug!(id = shared.id, peer = %shared.info.peer, ?why, "connection closed");
+            self.driver = None;
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for Task<S> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        this.poll_driver(cx);
+        if let Some(handler) = &mut this.handler {
+            if handler.as_mut().poll(cx).is_ready() {
+                this.handler = None;
+            }
+            this.poll_driver(cx);
+        }
+        if this.driver.is_none() && this.handler.is_none() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
 /// Owns the socket of one connection.
 pub(crate) struct Driver<S> {
     io: S,
     shared: Arc<Shared>,
+    /// Empty (no allocation) while nothing is in flight: see `READ_BUFS`.
     read_buf: BytesMut,
     /// The next read's size: grows while reads fill the buffer.
-    read_chunk: usize,
-    batch: VecDeque<Transmit>,
-    /// Bytes of `batch.front()` already written.
+    read_chunk: u32,
+    /// Frames the socket did not take yet (only while it is full).
+    unwritten: VecDeque<Transmit>,
+    /// Bytes of `unwritten.front()` already written.
     offset: usize,
     write_shut: bool,
-    close_timeout: Duration,
     deadline: Option<Pin<Box<Sleep>>>,
     idle: Option<Idle>,
 }
@@ -103,85 +187,59 @@ pub(crate) struct Driver<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// `read_buf` holds bytes already read past the upgrade request; they are
     /// parsed before the first socket read.
-    pub(crate) fn new(io: S, shared: Arc<Shared>, read_buf: BytesMut, settings: Settings) -> Self {
+    pub(crate) fn new(io: S, shared: Arc<Shared>, read_buf: BytesMut) -> Self {
         let now = Instant::now();
-        let idle = settings.keepalive.map(|keepalive| Idle {
-            keepalive,
+        let idle = shared.settings.keepalive.map(|keepalive| Idle {
             sleep: Box::pin(tokio::time::sleep_until(now + keepalive.interval)),
             last_read: now,
             pinged: false,
         });
-        Self {
+        let mut driver = Self {
             io,
             shared,
             read_buf,
-            read_chunk: MIN_READ,
-            batch: VecDeque::new(),
+            read_chunk: MIN_READ as u32,
+            unwritten: VecDeque::new(),
             offset: 0,
             write_shut: false,
-            close_timeout: settings.close_timeout,
             deadline: None,
             idle,
+        };
+        if !driver.read_buf.is_empty() {
+            driver.process();
         }
-    }
-
-    /// Drives the connection to its end.
-    pub(crate) async fn run(mut self) -> Disconnect {
-        if !self.read_buf.is_empty() {
-            self.process();
-        }
-        poll_fn(|cx| self.poll_drive(cx)).await
+        driver
     }
 
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Disconnect> {
         loop {
             let mut progress = false;
-            let (finished, closing, pending) = self.gather(cx);
-            if !self.batch.is_empty() {
-                match self.poll_write(cx) {
-                    Poll::Ready(Ok(())) => progress = true,
-                    Poll::Ready(Err(())) => return Poll::Ready(self.end(Some(Disconnect::Reset))),
-                    Poll::Pending => {}
-                }
+            let (status, flush) = self.flush(cx);
+            match flush {
+                Flush::Wrote => progress = true,
+                Flush::Failed => return Poll::Ready(self.end(End::Reset)),
+                Flush::Empty | Flush::Blocked => {}
             }
-            if finished && self.batch.is_empty() {
+            if status.finished && self.unwritten.is_empty() {
                 return self.poll_linger(cx);
             }
-            if closing && self.poll_deadline(cx).is_ready() {
-                return Poll::Ready(self.end(Some(Disconnect::TimedOut)));
+            if status.closing && self.poll_deadline(cx).is_ready() {
+                return Poll::Ready(self.end(End::TimedOut));
             }
             match self.poll_idle(cx) {
                 Poll::Ready(true) => continue,
                 Poll::Ready(false) => {
                     // Best effort: the close frame goes out if the socket
                     // takes it now; a silent peer gets no more time.
-                    self.gather(cx);
-                    let _ = self.poll_write(cx);
-                    return Poll::Ready(self.end(Some(Disconnect::TimedOut)));
+                    self.flush(cx);
+                    return Poll::Ready(self.end(End::TimedOut));
                 }
                 Poll::Pending => {}
             }
-            if !pending {
-                if self.read_buf.capacity() - self.read_buf.len() < self.read_chunk / 2 {
-                    self.read_buf.reserve(self.read_chunk);
-                }
-                let room = self.read_buf.capacity() - self.read_buf.len();
-                match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf)
-                {
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                        return Poll::Ready(self.end(Some(Disconnect::Reset)));
-                    }
-                    Poll::Ready(Ok(n)) => {
-                        if n == room {
-                            self.read_chunk = (self.read_chunk * 2).min(MAX_READ);
-                        }
-                        if let Some(idle) = &mut self.idle {
-                            idle.last_read = Instant::now();
-                            idle.pinged = false;
-                        }
-                        self.process();
-                        progress = true;
-                    }
+            if !status.paused {
+                match self.poll_read(cx) {
+                    Poll::Ready(true) => progress = true,
+                    Poll::Ready(false) => return Poll::Ready(self.end(End::Reset)),
                     Poll::Pending => {}
                 }
             }
@@ -191,98 +249,114 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
     }
 
-    /// Takes queued frames from the core and registers for new ones. Returns
-    /// whether the core is finished, whether it is waiting for the peer's
-    /// close, and whether events wait for `recv`.
-    fn gather(&mut self, cx: &mut Context<'_>) -> (bool, bool, bool) {
+    /// Reads once and feeds the core: `Ready(false)` at the end of input.
+    /// The buffer comes from this thread's pool and goes back to it when the
+    /// socket has nothing more and no partial frame is left.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        let chunk = self.read_chunk as usize;
+        if self.read_buf.capacity() == 0 {
+            self.read_buf = READ_BUFS.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+        }
+        if self.read_buf.capacity() - self.read_buf.len() < chunk / 2 {
+            self.read_buf.reserve(chunk);
+        }
+        let room = self.read_buf.capacity() - self.read_buf.len();
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(false),
+            Poll::Ready(Ok(n)) => {
+                if n == room {
+                    self.read_chunk = (chunk * 2).min(MAX_READ) as u32;
+                }
+                if let Some(idle) = &mut self.idle {
+                    idle.last_read = Instant::now();
+                    idle.pinged = false;
+                }
+                self.process();
+                Poll::Ready(true)
+            }
+            Poll::Pending => {
+                self.release_read_buf();
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Gives the read buffer back to the thread's pool if it holds nothing.
+    fn release_read_buf(&mut self) {
+        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
+            let buf = std::mem::take(&mut self.read_buf);
+            READ_BUFS.with(|p| {
+                let mut pool = p.borrow_mut();
+                if pool.len() < POOL {
+                    pool.push(buf);
+                }
+            });
+        }
+    }
+
+    /// Takes queued frames from the core (registering for new ones) and
+    /// writes as many as the socket takes in one vectored write.
+    fn flush(&mut self, cx: &mut Context<'_>) -> (Status, Flush) {
+        BATCH.with(|batch| {
+            let mut batch = batch.borrow_mut();
+            batch.extend(self.unwritten.drain(..));
+            let status = self.gather(cx, &mut batch);
+            if batch.is_empty() {
+                return (status, Flush::Empty);
+            }
+            let flush = match poll_write(&mut self.io, cx, &batch, self.offset) {
+                Poll::Pending => Flush::Blocked,
+                Poll::Ready(None) => Flush::Failed,
+                Poll::Ready(Some(written)) => {
+                    let mut left = self.offset + written;
+                    let mut done = 0;
+                    let mut n = 0;
+                    for t in batch.iter() {
+                        if left < t.len() {
+                            break;
+                        }
+                        left -= t.len();
+                        done += t.len();
+                        n += 1;
+                    }
+                    batch.drain(..n);
+                    self.offset = left;
+                    if done > 0 {
+                        self.shared.lock().writing -= done;
+                    }
+                    Flush::Wrote
+                }
+            };
+            self.unwritten.extend(batch.drain(..));
+            if self.unwritten.is_empty() && self.unwritten.capacity() > 0 {
+                // The socket was full for a while: let go of the queue.
+                self.unwritten = VecDeque::new();
+            }
+            (status, flush)
+        })
+    }
+
+    /// Moves queued frames from the core to `batch` and registers for new
+    /// ones.
+    fn gather(&mut self, cx: &mut Context<'_>, batch: &mut Vec<Transmit>) -> Status {
         let mut inner = self.shared.lock();
-        while self.batch.len() < MAX_BATCH {
+        while batch.len() < MAX_BATCH {
             let Some(t) = inner.proto.poll_transmit() else {
                 break;
             };
             inner.writing += t.len();
-            self.batch.push_back(t);
+            batch.push(t);
         }
         match &inner.driver_waker {
             Some(w) if w.will_wake(cx.waker()) => {}
             _ => inner.driver_waker = Some(cx.waker().clone()),
         }
         inner.read_paused = inner.proto.has_events();
-        (
-            inner.proto.is_finished(),
-            inner.proto.state() == State::Closing,
-            inner.read_paused,
-        )
-    }
-
-    /// Writes as much of the batch as the socket takes in one vectored write.
-    /// Small frames are first copied together into this thread's cork
-    /// buffer: one iovec for a run of small frames costs the kernel less than
-    /// two per frame, and the buffer lives only for this call, so no
-    /// connection holds it. Large payloads go out from their own `Bytes`.
-    /// `Ready(Ok)` means some bytes were written.
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
-        let Self {
-            io, batch, offset, ..
-        } = self;
-        let result = CORK.with(|cork| {
-            let mut buf = cork.borrow_mut();
-            buf.clear();
-            let mut segs = [Segment::Cork(0, 0); 2 * MAX_BATCH];
-            let mut n = 0;
-            let mut run = 0;
-            let mut skip = *offset;
-            for (i, t) in batch.iter().enumerate() {
-                let (header, payload) = (t.header(), &t.payload()[..]);
-                let hs = skip.min(header.len());
-                skip -= hs;
-                let ps = skip.min(payload.len());
-                skip -= ps;
-                buf.extend_from_slice(&header[hs..]);
-                if payload.len() - ps <= CORK_MAX {
-                    buf.extend_from_slice(&payload[ps..]);
-                } else {
-                    if buf.len() > run {
-                        segs[n] = Segment::Cork(run, buf.len());
-                        n += 1;
-                    }
-                    run = buf.len();
-                    segs[n] = Segment::Payload(i, ps);
-                    n += 1;
-                }
-            }
-            if buf.len() > run {
-                segs[n] = Segment::Cork(run, buf.len());
-                n += 1;
-            }
-            let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
-            for (slice, seg) in slices.iter_mut().zip(&segs[..n]) {
-                *slice = match *seg {
-                    Segment::Cork(a, b) => IoSlice::new(&buf[a..b]),
-                    Segment::Payload(i, skip) => IoSlice::new(&batch[i].payload()[skip..]),
-                };
-            }
-            Pin::new(io).poll_write_vectored(cx, &slices[..n])
-        });
-        let written = match ready!(result) {
-            Ok(0) | Err(_) => return Poll::Ready(Err(())),
-            Ok(written) => written,
-        };
-        let mut left = self.offset + written;
-        let mut done = 0;
-        while let Some(front) = self.batch.front() {
-            if left < front.len() {
-                break;
-            }
-            left -= front.len();
-            done += front.len();
-            self.batch.pop_front();
+        Status {
+            finished: inner.proto.is_finished(),
+            closing: inner.proto.state() == State::Closing,
+            paused: inner.read_paused,
         }
-        self.offset = left;
-        if done > 0 {
-            self.shared.lock().writing -= done;
-        }
-        Poll::Ready(Ok(()))
     }
 
     /// Feeds the read buffer to the core and wakes `recv` if it has events.
@@ -303,17 +377,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Poll::Pending => return Poll::Pending,
             }
         }
+        self.read_buf.clear();
+        self.release_read_buf();
+        let mut discard = [0u8; 256];
         loop {
-            self.read_buf.clear();
-            self.read_buf.reserve(MIN_READ);
-            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(self.end(None)),
-                Poll::Ready(Ok(_)) => continue,
+            let mut buf = ReadBuf::new(&mut discard);
+            match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => {
+                    return Poll::Ready(self.end(End::Core));
+                }
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(self.end(End::Core)),
                 Poll::Pending => break,
             }
         }
         match self.poll_deadline(cx) {
-            Poll::Ready(()) => Poll::Ready(self.end(None)),
+            Poll::Ready(()) => Poll::Ready(self.end(End::Core)),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -322,12 +401,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// `Ready(false)` when the peer stayed silent past the timeout (a close
     /// frame with 1001 is then queued), `Pending` otherwise.
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
-        let Some(idle) = &mut self.idle else {
+        let (Some(idle), Some(k)) = (&mut self.idle, self.shared.settings.keepalive) else {
             return Poll::Pending;
         };
         loop {
             ready!(idle.sleep.as_mut().poll(cx));
-            let k = idle.keepalive;
             let now = Instant::now();
             let silent_until = idle.last_read + k.interval;
             if now < silent_until {
@@ -336,16 +414,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
             if !idle.pinged {
                 idle.pinged = true;
-                // Silent for a whole interval: give back the buffers.
-                if self.read_buf.is_empty() {
-                    self.read_buf = BytesMut::new();
-                    self.read_chunk = MIN_READ;
-                }
-                if self.batch.is_empty() {
-                    self.batch = VecDeque::new();
-                }
                 idle.sleep.as_mut().reset(silent_until + k.timeout);
+                // Silent for a whole interval: give back the core's queues.
+                self.read_chunk = MIN_READ as u32;
                 let mut inner = self.shared.lock();
+                inner.proto.shrink();
                 if inner.proto.ping(Bytes::new()).is_ok() {
                     inner.wake_driver();
                 }
@@ -366,19 +439,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let timeout = self.close_timeout;
+        let timeout = self.shared.settings.close_timeout;
         self.deadline
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)))
             .as_mut()
             .poll(cx)
     }
 
-    /// Records how the connection ended and wakes the handle. `None` means
-    /// "as the core says".
-    fn end(&mut self, why: Option<Disconnect>) -> Disconnect {
+    /// Records how the connection ended and wakes the handle; the core's
+    /// account (close handshake, violation) wins over `why`.
+    fn end(&mut self, why: End) -> Disconnect {
         let mut inner = self.shared.lock();
-        let why = inner.outcome().or(why).unwrap_or(Disconnect::Reset);
-        inner.ended = Some(why.clone());
+        inner.ended = Some(if inner.outcome().is_some() {
+            End::Core
+        } else {
+            why
+        });
+        let why = inner.disconnect().unwrap_or(Disconnect::Reset);
         inner.publish_state();
         inner.wake_recv();
         drop(inner);
@@ -389,5 +466,62 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             _ => {}
         }
         why
+    }
+}
+
+/// Writes as much of `batch` (less its first `offset` bytes) as the socket
+/// takes in one vectored write; `Ready(None)` if the socket failed. Small
+/// frames are first copied together into this thread's cork buffer: one
+/// iovec for a run of small frames costs the kernel less than two per frame,
+/// and the buffer lives only for this call, so no connection holds it.
+/// Large payloads go out from their own `Bytes`.
+fn poll_write<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    cx: &mut Context<'_>,
+    batch: &[Transmit],
+    offset: usize,
+) -> Poll<Option<usize>> {
+    let result = CORK.with(|cork| {
+        let mut buf = cork.borrow_mut();
+        buf.clear();
+        let mut segs = [Segment::Cork(0, 0); 2 * MAX_BATCH];
+        let mut n = 0;
+        let mut run = 0;
+        let mut skip = offset;
+        for (i, t) in batch.iter().enumerate() {
+            let (header, payload) = (t.header(), &t.payload()[..]);
+            let hs = skip.min(header.len());
+            skip -= hs;
+            let ps = skip.min(payload.len());
+            skip -= ps;
+            buf.extend_from_slice(&header[hs..]);
+            if payload.len() - ps <= CORK_MAX {
+                buf.extend_from_slice(&payload[ps..]);
+            } else {
+                if buf.len() > run {
+                    segs[n] = Segment::Cork(run, buf.len());
+                    n += 1;
+                }
+                run = buf.len();
+                segs[n] = Segment::Payload(i, ps);
+                n += 1;
+            }
+        }
+        if buf.len() > run {
+            segs[n] = Segment::Cork(run, buf.len());
+            n += 1;
+        }
+        let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
+        for (slice, seg) in slices.iter_mut().zip(&segs[..n]) {
+            *slice = match *seg {
+                Segment::Cork(a, b) => IoSlice::new(&buf[a..b]),
+                Segment::Payload(i, skip) => IoSlice::new(&batch[i].payload()[skip..]),
+            };
+        }
+        Pin::new(io).poll_write_vectored(cx, &slices[..n])
+    });
+    match ready!(result) {
+        Ok(0) | Err(_) => Poll::Ready(None),
+        Ok(written) => Poll::Ready(Some(written)),
     }
 }

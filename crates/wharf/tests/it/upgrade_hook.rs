@@ -78,6 +78,46 @@ struct HookSaw {
     offered_accepted: bool,
 }
 
+/// A server that sends back what its connection kept of the request: the
+/// path, the query and the `x-team` header (or `<none>` without headers).
+fn request_echo_server(keep_headers: bool) -> Server {
+    Server::new()
+        .keep_headers(keep_headers)
+        .on_connection(|mut conn| async move {
+            let team = match conn.headers() {
+                None => "<none>",
+                Some(h) => h
+                    .get("x-team")
+                    .map_or("<absent>", |v| v.to_str().unwrap_or("<binary>")),
+            }
+            .to_owned();
+            let _ = conn.send(format!(
+                "{} {} {team}",
+                conn.path(),
+                conn.query().unwrap_or("<no query>")
+            ));
+            while conn.recv().await.is_some() {}
+        })
+}
+
+#[tokio::test]
+async fn connection_keeps_path_and_query_and_headers_only_when_asked() {
+    for (keep, team) in [(false, "<none>"), (true, "blue")] {
+        let addr = start(request_echo_server(keep)).await;
+        let mut request = format!("ws://{addr}/room/7?a=1&b=2")
+            .into_client_request()
+            .expect("request");
+        request
+            .headers_mut()
+            .insert("x-team", http::HeaderValue::from_static("blue"));
+        let (mut ws, _) = connect_request(request).await;
+        assert_eq!(next_text(&mut ws).await, format!("/room/7 a=1&b=2 {team}"));
+    }
+    let addr = start(request_echo_server(false)).await;
+    let mut ws = connect(addr, "/plain").await;
+    assert_eq!(next_text(&mut ws).await, "/plain <no query> <none>");
+}
+
 #[tokio::test]
 async fn hook_chooses_an_offered_subprotocol_only() {
     let (hook_tx, mut hook_rx) = mpsc::unbounded_channel();

@@ -86,13 +86,14 @@ pub struct Connection {
     limits: Limits,
     rsv_allowed: u8,
     frame: Option<RxFrame>,
-    message: Option<RxMessage>,
+    /// Boxed: it exists only while a fragmented message is arriving.
+    message: Option<Box<RxMessage>>,
     utf8: Utf8Validator,
     events: VecDeque<Event>,
     transmits: VecDeque<Transmit>,
     queued: usize,
     error: Option<ProtocolError>,
-    peer_close: Option<CloseFrame>,
+    peer_close: Option<Box<CloseFrame>>,
     /// The input is over: a close frame or a violation was parsed.
     input_done: bool,
     /// A violation found behind events not yet polled.
@@ -206,7 +207,7 @@ impl Connection {
 
     /// The close frame the peer sent, once it has.
     pub fn peer_close(&self) -> Option<&CloseFrame> {
-        self.peer_close.as_ref()
+        self.peer_close.as_deref()
     }
 
     /// Bytes queued for the transport and not yet taken by `poll_transmit`.
@@ -289,7 +290,7 @@ impl Connection {
                 self.send_close(&echo);
             }
             self.state = State::Closed;
-            self.peer_close = Some(close.clone());
+            self.peer_close = Some(Box::new(close.clone()));
         }
         Some(event)
     }
@@ -548,12 +549,12 @@ impl Connection {
                     }
                     self.check_utf8(&payload[frame.processed..], false)?;
                 }
-                self.message = Some(RxMessage {
+                self.message = Some(Box::new(RxMessage {
                     text: frame.text,
                     compressed: frame.compressed,
                     data: payload,
                     fragments: 1,
-                });
+                }));
             }
             OpCode::Continuation => {
                 if frame.text && !frame.compressed {

@@ -49,12 +49,24 @@ pub(crate) struct Keepalive {
     pub(crate) timeout: Duration,
 }
 
-/// The keepalive timer. It is re-armed lazily: reads only record the time,
-/// and the timer, when it fires, works out what is due.
-struct Idle {
-    sleep: Pin<Box<Sleep>>,
-    last_read: Instant,
-    pinged: bool,
+pin_project_lite::pin_project! {
+    /// The keepalive timer. It is re-armed lazily: reads only record the
+    /// time, and the timer, when it fires, works out what is due. Boxed
+    /// with its timer, so that a connection's task stays small.
+    struct Idle {
+        #[pin]
+        sleep: Sleep,
+        last_read: Instant,
+        pinged: bool,
+    }
+}
+
+/// Frames the socket did not take yet, while it is full.
+#[derive(Default)]
+struct Unwritten {
+    frames: VecDeque<Transmit>,
+    /// Bytes of `frames.front()` already written.
+    offset: usize,
 }
 
 /// The read size a connection starts with.
@@ -175,13 +187,11 @@ pub(crate) struct Driver<S> {
     read_buf: BytesMut,
     /// The next read's size: grows while reads fill the buffer.
     read_chunk: u32,
-    /// Frames the socket did not take yet (only while it is full).
-    unwritten: VecDeque<Transmit>,
-    /// Bytes of `unwritten.front()` already written.
-    offset: usize,
+    /// Allocated only while the socket is full.
+    unwritten: Option<Box<Unwritten>>,
     write_shut: bool,
     deadline: Option<Pin<Box<Sleep>>>,
-    idle: Option<Idle>,
+    idle: Option<Pin<Box<Idle>>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
@@ -189,18 +199,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// parsed before the first socket read.
     pub(crate) fn new(io: S, shared: Arc<Shared>, read_buf: BytesMut) -> Self {
         let now = Instant::now();
-        let idle = shared.settings.keepalive.map(|keepalive| Idle {
-            sleep: Box::pin(tokio::time::sleep_until(now + keepalive.interval)),
-            last_read: now,
-            pinged: false,
+        let idle = shared.settings.keepalive.map(|keepalive| {
+            Box::pin(Idle {
+                sleep: tokio::time::sleep_until(now + keepalive.interval),
+                last_read: now,
+                pinged: false,
+            })
         });
         let mut driver = Self {
             io,
             shared,
             read_buf,
             read_chunk: MIN_READ as u32,
-            unwritten: VecDeque::new(),
-            offset: 0,
+            unwritten: None,
             write_shut: false,
             deadline: None,
             idle,
@@ -220,7 +231,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Flush::Failed => return Poll::Ready(self.end(End::Reset)),
                 Flush::Empty | Flush::Blocked => {}
             }
-            if status.finished && self.unwritten.is_empty() {
+            if status.finished && self.unwritten.is_none() {
                 return self.poll_linger(cx);
             }
             if status.closing && self.poll_deadline(cx).is_ready() {
@@ -268,8 +279,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     self.read_chunk = (chunk * 2).min(MAX_READ) as u32;
                 }
                 if let Some(idle) = &mut self.idle {
-                    idle.last_read = Instant::now();
-                    idle.pinged = false;
+                    let idle = idle.as_mut().project();
+                    *idle.last_read = Instant::now();
+                    *idle.pinged = false;
                 }
                 self.process();
                 Poll::Ready(true)
@@ -299,16 +311,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     fn flush(&mut self, cx: &mut Context<'_>) -> (Status, Flush) {
         BATCH.with(|batch| {
             let mut batch = batch.borrow_mut();
-            batch.extend(self.unwritten.drain(..));
+            let mut offset = 0;
+            if let Some(unwritten) = self.unwritten.take() {
+                batch.extend(unwritten.frames);
+                offset = unwritten.offset;
+            }
             let status = self.gather(cx, &mut batch);
             if batch.is_empty() {
                 return (status, Flush::Empty);
             }
-            let flush = match poll_write(&mut self.io, cx, &batch, self.offset) {
+            let flush = match poll_write(&mut self.io, cx, &batch, offset) {
                 Poll::Pending => Flush::Blocked,
                 Poll::Ready(None) => Flush::Failed,
                 Poll::Ready(Some(written)) => {
-                    let mut left = self.offset + written;
+                    let mut left = offset + written;
                     let mut done = 0;
                     let mut n = 0;
                     for t in batch.iter() {
@@ -320,17 +336,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         n += 1;
                     }
                     batch.drain(..n);
-                    self.offset = left;
+                    offset = left;
                     if done > 0 {
                         self.shared.lock().writing -= done;
                     }
                     Flush::Wrote
                 }
             };
-            self.unwritten.extend(batch.drain(..));
-            if self.unwritten.is_empty() && self.unwritten.capacity() > 0 {
-                // The socket was full for a while: let go of the queue.
-                self.unwritten = VecDeque::new();
+            if !batch.is_empty() {
+                self.unwritten = Some(Box::new(Unwritten {
+                    frames: batch.drain(..).collect(),
+                    offset,
+                }));
             }
             (status, flush)
         })
@@ -405,15 +422,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             return Poll::Pending;
         };
         loop {
+            let mut idle = idle.as_mut().project();
             ready!(idle.sleep.as_mut().poll(cx));
             let now = Instant::now();
-            let silent_until = idle.last_read + k.interval;
+            let silent_until = *idle.last_read + k.interval;
             if now < silent_until {
                 idle.sleep.as_mut().reset(silent_until);
                 continue;
             }
-            if !idle.pinged {
-                idle.pinged = true;
+            if !*idle.pinged {
+                *idle.pinged = true;
                 idle.sleep.as_mut().reset(silent_until + k.timeout);
                 // Silent for a whole interval: give back the core's queues.
                 self.read_chunk = MIN_READ as u32;
@@ -518,10 +536,32 @@ fn poll_write<S: AsyncWrite + Unpin>(
                 Segment::Payload(i, skip) => IoSlice::new(&batch[i].payload()[skip..]),
             };
         }
-        Pin::new(io).poll_write_vectored(cx, &slices[..n])
+        match &slices[..n] {
+            // One iovec (the usual case once small frames are corked): a
+            // plain write, which costs the kernel less than a writev.
+            [one] => Pin::new(io).poll_write(cx, one),
+            slices => Pin::new(io).poll_write_vectored(cx, slices),
+        }
     });
     match ready!(result) {
         Ok(0) | Err(_) => Poll::Ready(None),
         Ok(written) => Poll::Ready(Some(written)),
+    }
+}
+/// What an idle connection holds is mostly these two blocks (with tokio's
+/// own per-socket state and the handler's future): keep them from growing
+/// unnoticed. The task's future must stay within 128 bytes for tokio's
+/// 128-byte-aligned task cell to fit in 256.
+#[cfg(all(test, target_pointer_width = "64"))]
+mod sizes {
+    #[test]
+    fn an_idle_connection_stays_small() {
+        let task = size_of::<super::Task<tokio::net::TcpStream>>();
+        let shared = size_of::<super::Shared>();
+        assert!(task <= 128, "connection task future grew to {task} bytes");
+        assert!(
+            shared <= 432,
+            "shared connection state grew to {shared} bytes"
+        );
     }
 }

@@ -231,7 +231,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Flush::Failed => return Poll::Ready(self.end(End::Reset)),
                 Flush::Empty | Flush::Blocked => {}
             }
-            if status.finished && self.unwritten.is_none() {
+            if status.finished && !self.has_unwritten() {
                 return self.poll_linger(cx);
             }
             if status.closing && self.poll_deadline(cx).is_ready() {
@@ -293,9 +293,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
     }
 
-    /// Gives the read buffer back to the thread's pool if it holds nothing.
+    /// Whether frames wait for the socket to take them.
+    fn has_unwritten(&self) -> bool {
+        self.unwritten
+            .as_ref()
+            .is_some_and(|u| !u.frames.is_empty())
+    }
+
+    /// Once the socket has nothing to read and nothing is left to write,
+    /// gives the read buffer back to the thread's pool. Not before: a reply still queued may share the
+    /// read buffer's memory (zero-copy echo), which the next read reclaims
+    /// in place once the reply is written, and a pooled buffer could not.
     fn release_read_buf(&mut self) {
-        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
+        if self.has_unwritten() {
+            return;
+        }
+        // A connection whose reads grew keeps its buffer until the keepalive
+        // finds it silent (which resets the read size).
+        let grown = self.read_chunk as usize > MIN_READ;
+        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 && !grown {
             let buf = std::mem::take(&mut self.read_buf);
             READ_BUFS.with(|p| {
                 let mut pool = p.borrow_mut();
@@ -312,9 +328,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         BATCH.with(|batch| {
             let mut batch = batch.borrow_mut();
             let mut offset = 0;
-            if let Some(unwritten) = self.unwritten.take() {
-                batch.extend(unwritten.frames);
-                offset = unwritten.offset;
+            if let Some(unwritten) = &mut self.unwritten {
+                batch.extend(unwritten.frames.drain(..));
+                offset = std::mem::take(&mut unwritten.offset);
             }
             let status = self.gather(cx, &mut batch);
             if batch.is_empty() {
@@ -344,10 +360,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 }
             };
             if !batch.is_empty() {
-                self.unwritten = Some(Box::new(Unwritten {
-                    frames: batch.drain(..).collect(),
-                    offset,
-                }));
+                let unwritten = self.unwritten.get_or_insert_default();
+                unwritten.frames.extend(batch.drain(..));
+                unwritten.offset = offset;
             }
             (status, flush)
         })
@@ -433,8 +448,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             if !*idle.pinged {
                 *idle.pinged = true;
                 idle.sleep.as_mut().reset(silent_until + k.timeout);
-                // Silent for a whole interval: give back the core's queues.
+                // Silent for a whole interval: give back the queues.
                 self.read_chunk = MIN_READ as u32;
+                if !self.has_unwritten() {
+                    self.unwritten = None;
+                }
                 let mut inner = self.shared.lock();
                 inner.proto.shrink();
                 if inner.proto.ping(Bytes::new()).is_ok() {

@@ -359,10 +359,10 @@ impl Server {
             data: http::Extensions::new(),
             deflate,
         };
-        let server = self.clone();
+        let (settings, hub, stats) = (self.settings.clone(), self.hub.clone(), self.stats.clone());
         let inner = Box::pin(async move {
             let upgraded = on_upgrade.await.map_err(Error::Upgrade)?;
-            let conn = start(&server, upgraded, meta, None);
+            let conn = start(&settings, &hub, &stats, upgraded, meta, None);
             Ok(conn.expect("a connection without a handler is returned"))
         });
         Ok((response, PendingConnection { inner }))
@@ -481,7 +481,15 @@ impl Server {
         tokio::spawn(async move {
             match on_upgrade.await {
                 Ok(upgraded) => {
-                    start(&self, upgraded, meta, Some(&self.on_connection));
+                    let handler = Some(&self.on_connection);
+                    start(
+                        &self.settings,
+                        &self.hub,
+                        &self.stats,
+                        upgraded,
+                        meta,
+                        handler,
+                    );
                 }
                 Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
             }
@@ -505,13 +513,15 @@ struct Meta {
 /// Without a handler, the connection is returned for the caller to handle.
 /// The task removes the connection from the hub when the driver ends.
 fn start(
-    server: &Server,
+    settings: &Arc<Settings>,
+    hub: &Hub,
+    stats: &Stats,
     upgraded: Upgraded,
     meta: Meta,
     handler: Option<&ConnectionHandler>,
 ) -> Option<Connection> {
-    Counters::add(&server.stats.counters().connections_total, 1);
-    let mut proto = wharf_proto::Connection::server(server.settings.limits);
+    Counters::add(&stats.counters().connections_total, 1);
+    let mut proto = wharf_proto::Connection::server(settings.limits);
     if let Some(params) = meta.deflate {
         proto = proto.with_deflate(params);
     }
@@ -537,12 +547,12 @@ fn start(
         proto,
         id,
         info,
-        server.settings.clone(),
-        server.hub.clone(),
-        server.stats.counters().clone(),
+        settings.clone(),
+        hub.clone(),
+        stats.counters().clone(),
     ));
     let client = Client::new(shared.clone());
-    server.hub.insert(client);
+    hub.insert(client);
     let conn = Connection::new(Client::new(shared.clone()));
     let (handler, conn) = match handler {
         Some(handler) => (Some(handler(conn)), None),

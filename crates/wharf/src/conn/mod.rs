@@ -104,11 +104,10 @@ pub(crate) struct Inner {
     state_tx: Option<watch::Sender<ReadyState>>,
 }
 
-/// How the driver ended a connection.
+/// How the driver ended a connection, when the core has no account of it
+/// (a close handshake or a violation), which comes first.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub(crate) enum End {
-    /// As the core says: a close handshake or a violation.
-    Core,
     Reset,
     TimedOut,
 }
@@ -245,7 +244,7 @@ impl Inner {
         self.outcome().or(match self.ended {
             None => None,
             Some(End::TimedOut) => Some(Disconnect::TimedOut),
-            Some(End::Core | End::Reset) => Some(Disconnect::Reset),
+            Some(End::Reset) => Some(Disconnect::Reset),
         })
     }
 

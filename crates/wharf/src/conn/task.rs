@@ -187,7 +187,7 @@ pub(crate) struct Driver<S> {
     read_buf: BytesMut,
     /// The next read's size: grows while reads fill the buffer.
     read_chunk: u32,
-    /// Allocated only while the socket is full.
+    /// Frames the socket did not take: `Some` only while it is full.
     unwritten: Option<Box<Unwritten>>,
     write_shut: bool,
     deadline: Option<Pin<Box<Sleep>>>,
@@ -231,7 +231,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Flush::Failed => return Poll::Ready(self.end(End::Reset)),
                 Flush::Empty | Flush::Blocked => {}
             }
-            if status.finished && !self.has_unwritten() {
+            if status.finished && self.unwritten.is_none() {
                 return self.poll_linger(cx);
             }
             if status.closing && self.poll_deadline(cx).is_ready() {
@@ -293,25 +293,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
     }
 
-    /// Whether frames wait for the socket to take them.
-    fn has_unwritten(&self) -> bool {
-        self.unwritten
-            .as_ref()
-            .is_some_and(|u| !u.frames.is_empty())
-    }
-
     /// Once the socket has nothing to read and nothing is left to write,
-    /// gives the read buffer back to the thread's pool. Not before: a reply still queued may share the
-    /// read buffer's memory (zero-copy echo), which the next read reclaims
-    /// in place once the reply is written, and a pooled buffer could not.
+    /// gives the read buffer back to the thread's pool. Not before: a reply
+    /// still queued may share the buffer's memory (zero-copy echo), which
+    /// the next read reclaims in place once the reply is written, and a
+    /// pooled buffer could not.
     fn release_read_buf(&mut self) {
-        if self.has_unwritten() {
-            return;
-        }
-        // A connection whose reads grew keeps its buffer until the keepalive
-        // finds it silent (which resets the read size).
-        let grown = self.read_chunk as usize > MIN_READ;
-        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 && !grown {
+        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 && self.unwritten.is_none() {
             let buf = std::mem::take(&mut self.read_buf);
             READ_BUFS.with(|p| {
                 let mut pool = p.borrow_mut();
@@ -359,7 +347,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     Flush::Wrote
                 }
             };
-            if !batch.is_empty() {
+            if batch.is_empty() {
+                // Written out: let go of the queue until the socket fills up.
+                self.unwritten = None;
+            } else {
                 let unwritten = self.unwritten.get_or_insert_default();
                 unwritten.frames.extend(batch.drain(..));
                 unwritten.offset = offset;
@@ -416,15 +407,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             let mut buf = ReadBuf::new(&mut discard);
             match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
                 Poll::Ready(Ok(())) if buf.filled().is_empty() => {
-                    return Poll::Ready(self.end(End::Core));
+                    return Poll::Ready(self.end(End::Reset));
                 }
                 Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(_)) => return Poll::Ready(self.end(End::Core)),
+                Poll::Ready(Err(_)) => return Poll::Ready(self.end(End::Reset)),
                 Poll::Pending => break,
             }
         }
         match self.poll_deadline(cx) {
-            Poll::Ready(()) => Poll::Ready(self.end(End::Core)),
+            Poll::Ready(()) => Poll::Ready(self.end(End::Reset)),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -448,11 +439,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             if !*idle.pinged {
                 *idle.pinged = true;
                 idle.sleep.as_mut().reset(silent_until + k.timeout);
-                // Silent for a whole interval: give back the queues.
+                // Silent for a whole interval: give back the core's queues.
                 self.read_chunk = MIN_READ as u32;
-                if !self.has_unwritten() {
-                    self.unwritten = None;
-                }
                 let mut inner = self.shared.lock();
                 inner.proto.shrink();
                 if inner.proto.ping(Bytes::new()).is_ok() {
@@ -486,11 +474,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// account (close handshake, violation) wins over `why`.
     fn end(&mut self, why: End) -> Disconnect {
         let mut inner = self.shared.lock();
-        inner.ended = Some(if inner.outcome().is_some() {
-            End::Core
-        } else {
-            why
-        });
+        inner.ended = Some(why);
         let why = inner.disconnect().unwrap_or(Disconnect::Reset);
         inner.publish_state();
         inner.wake_recv();

@@ -169,7 +169,7 @@ impl Server {
     }
 
     /// Pings a connection that has sent nothing for `interval`, and drops it
-    /// (close 1001, [`Disconnect::TimedOut`]) if it then sends nothing for
+    /// (close 1001, [`Disconnect::TimedOut`](crate::Disconnect::TimedOut)) if it then sends nothing for
     /// `timeout` more. Default 30 s and 20 s; `None` turns keepalive off.
     #[must_use]
     pub fn keepalive(mut self, keepalive: Option<(Duration, Duration)>) -> Self {

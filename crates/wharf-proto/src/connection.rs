@@ -109,7 +109,8 @@ struct RxFrame {
     opcode: OpCode,
     mask: Option<[u8; 4]>,
     len: usize,
-    /// Payload bytes at the front of the buffer already unmasked and checked.
+    /// Payload bytes at the front of the buffer already unmasked (and, for
+    /// uncompressed text, validated).
     processed: usize,
     /// Whether the message is text.
     text: bool,
@@ -232,13 +233,22 @@ impl Connection {
         self.state == State::Closed && self.transmits.is_empty()
     }
 
+    /// Bytes of the frame being received that have not arrived yet: `0`
+    /// between frames (or while a header is incomplete). A reader that has
+    /// this much room left in its buffer before the next read receives the
+    /// frame without moving it.
+    pub fn input_needed(&self) -> usize {
+        self.frame.as_ref().map_or(0, |f| f.len - f.processed)
+    }
+
     /// Feeds bytes read from the transport.
     ///
     /// Whole frames are consumed from the front of `buf` and their payloads
     /// unmasked in place; a partial frame stays in `buf` (text already
-    /// unmasked and validated, so bad UTF-8 fails before the frame ends) and
-    /// space is reserved for the rest. Pass the same buffer again, with more
-    /// bytes appended, on the next call.
+    /// unmasked and validated, so bad UTF-8 fails before the frame ends).
+    /// Pass the same buffer again, with more bytes appended, on the next
+    /// call; [`Connection::input_needed`] tells how many bytes the partial
+    /// frame still lacks, so that a reader can make room for it at once.
     ///
     /// # Errors
     /// On a protocol violation or exceeded limit. Once the events before it
@@ -484,23 +494,25 @@ impl Connection {
         })
     }
 
-    /// Handles the part of a frame that has arrived: text is unmasked and
-    /// validated now so that bad UTF-8 fails fast (Autobahn 6.4.x).
+    /// Handles the part of a frame that has arrived: it is unmasked now,
+    /// while the bytes are fresh in cache, and text is validated so that bad
+    /// UTF-8 fails fast (Autobahn 6.4.x).
     fn partial(&mut self, mut frame: RxFrame, buf: &mut BytesMut) -> Result<(), ProtocolError> {
-        if frame.text && !frame.compressed && buf.len() > frame.processed {
-            if frame.processed == 0 && self.message.is_none() {
-                self.utf8 = Utf8Validator::new();
-            }
+        if buf.len() > frame.processed {
             let fresh = &mut buf[frame.processed..];
             if let Some(key) = frame.mask {
                 mask::apply(fresh, key, frame.processed);
             }
-            self.utf8
-                .feed(fresh)
-                .map_err(|_| ProtocolError::TextNotUtf8)?;
+            if frame.text && !frame.compressed {
+                if frame.processed == 0 && self.message.is_none() {
+                    self.utf8 = Utf8Validator::new();
+                }
+                self.utf8
+                    .feed(fresh)
+                    .map_err(|_| ProtocolError::TextNotUtf8)?;
+            }
             frame.processed = buf.len();
         }
-        buf.reserve(frame.len - buf.len());
         self.frame = Some(frame);
         Ok(())
     }

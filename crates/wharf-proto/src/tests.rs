@@ -374,6 +374,32 @@ fn too_many_fragments_fail_with_1008() {
 }
 
 #[test]
+fn input_needed_counts_what_a_partial_frame_lacks() {
+    let payload: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+    let wire = frame(true, 2, &payload);
+    let mut conn = Connection::server(Limits::default());
+    let mut buf = BytesMut::from(&wire[..3]);
+    conn.receive(&mut buf).unwrap();
+    assert_eq!(conn.input_needed(), 0, "header incomplete: size unknown");
+    buf.extend_from_slice(&wire[3..300]);
+    conn.receive(&mut buf).unwrap();
+    // 8 header bytes (2 + 2 + mask) are consumed; 292 payload bytes held.
+    assert_eq!(buf.len(), 292);
+    assert_eq!(conn.input_needed(), 1000 - 292);
+    // The held part is unmasked already: a reader may move it elsewhere.
+    assert_eq!(&buf[..], &payload[..292]);
+    let mut moved = BytesMut::with_capacity(1000);
+    moved.extend_from_slice(&buf);
+    moved.extend_from_slice(&wire[300..]);
+    conn.receive(&mut moved).unwrap();
+    assert_eq!(conn.input_needed(), 0);
+    assert_eq!(
+        conn.poll_event(),
+        Some(Event::Message(Message::Binary(Bytes::from(payload))))
+    );
+}
+
+#[test]
 fn local_close_waits_for_peer_then_closes() {
     let mut conn = Connection::server(Limits::default());
     conn.close(CloseCode::GOING_AWAY, "shutting down").unwrap();

@@ -97,6 +97,10 @@ pub(crate) struct Inner {
     pub(crate) driver_waker: Option<Waker>,
     /// The driver stopped reading because events wait for `recv`.
     pub(crate) read_paused: bool,
+    /// The driver shut the socket's write side (lingering after the end).
+    /// Kept here, where it costs no space, rather than in the driver, whose
+    /// future must stay within 128 bytes.
+    pub(crate) write_shut: bool,
     /// Why the connection ended, once the driver is done, when the core
     /// cannot tell (see [`Inner::outcome`]).
     pub(crate) ended: Option<End>,
@@ -133,6 +137,7 @@ impl Shared {
                 recv_waker: None,
                 driver_waker: None,
                 read_paused: false,
+                write_shut: false,
                 ended: None,
                 state_tx: None,
             }),

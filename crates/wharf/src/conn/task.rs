@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use wharf_proto::{CloseCode, DeflateConfig, Limits, State, Transmit};
@@ -73,13 +73,21 @@ struct Unwritten {
 const MIN_READ: usize = 512;
 /// The read size doubles each time a read fills the buffer, up to this.
 const MAX_READ: usize = 64 * 1024;
+/// A larger frame sets the room of the reads that follow it to hold one
+/// such frame whole (up to this size), so that a stream of large frames is
+/// read without moving a partial frame from one buffer to another.
+const MAX_ROOM: usize = POOL_MAX;
+/// The longest frame header.
+const MAX_HEADER: usize = 14;
 /// The most frames gathered into one vectored write.
 const MAX_BATCH: usize = 64;
 /// Payloads up to this size are copied into the cork buffer; larger ones
 /// are written from their own `Bytes`.
 const CORK_MAX: usize = 512;
 /// Read buffers kept for reuse by each thread.
-const POOL: usize = 16;
+const POOL: usize = 64;
+/// Larger read buffers are not kept.
+const POOL_MAX: usize = 256 * 1024;
 
 thread_local! {
     /// The cork buffer: small frames of one vectored write, copied together.
@@ -89,8 +97,12 @@ thread_local! {
     /// The frames of the write in progress, taken from the core; what the
     /// socket does not take moves to the connection's own `unwritten`.
     static BATCH: RefCell<Vec<Transmit>> = const { RefCell::new(Vec::new()) };
-    /// Read buffers of connections that had nothing left to parse when the
-    /// socket ran dry: a connection holds one only while bytes are in flight.
+    /// Read buffers for reuse: those of connections that had nothing left
+    /// to parse when the socket ran dry (a connection holds one only while
+    /// bytes are in flight), and those a connection filled. A buffer may
+    /// still be shared with received payloads (zero-copy messages); it is
+    /// reused once they are dropped (`BytesMut::try_reclaim`), so a steady
+    /// stream of messages cycles through the same few allocations.
     static READ_BUFS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -185,11 +197,13 @@ pub(crate) struct Driver<S> {
     shared: Arc<Shared>,
     /// Empty (no allocation) while nothing is in flight: see `READ_BUFS`.
     read_buf: BytesMut,
-    /// The next read's size: grows while reads fill the buffer.
+    /// The room wanted for a read between frames: grows while reads fill
+    /// the buffer, and to the size of a large frame after one.
     read_chunk: u32,
+    /// Bytes the frame being received still lacks (`input_needed`).
+    frame_rest: u32,
     /// Frames the socket did not take: `Some` only while it is full.
     unwritten: Option<Box<Unwritten>>,
-    write_shut: bool,
     deadline: Option<Pin<Box<Sleep>>>,
     idle: Option<Pin<Box<Idle>>>,
 }
@@ -211,8 +225,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             shared,
             read_buf,
             read_chunk: MIN_READ as u32,
+            frame_rest: 0,
             unwritten: None,
-            write_shut: false,
             deadline: None,
             idle,
         };
@@ -261,22 +275,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// Reads once and feeds the core: `Ready(false)` at the end of input.
-    /// The buffer comes from this thread's pool and goes back to it when the
-    /// socket has nothing more and no partial frame is left.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+        let rest = self.frame_rest as usize;
+        let limit = self.make_room(rest);
         let chunk = self.read_chunk as usize;
-        if self.read_buf.capacity() == 0 {
-            self.read_buf = READ_BUFS.with(|p| p.borrow_mut().pop()).unwrap_or_default();
-        }
-        if self.read_buf.capacity() - self.read_buf.len() < chunk / 2 {
-            self.read_buf.reserve(chunk);
-        }
-        let room = self.read_buf.capacity() - self.read_buf.len();
-        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf) {
+        let mut buf = (&mut self.read_buf).limit(limit);
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut buf) {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(false),
             Poll::Ready(Ok(n)) => {
-                if n == room {
-                    self.read_chunk = (chunk * 2).min(MAX_READ) as u32;
+                if rest == 0 {
+                    if n == limit && chunk < MAX_READ {
+                        self.read_chunk = (chunk * 2).min(MAX_READ) as u32;
+                    } else if n < chunk / 2 && chunk > MAX_READ {
+                        // Small frames again after large ones.
+                        self.read_chunk = MAX_READ as u32;
+                    }
                 }
                 if let Some(idle) = &mut self.idle {
                     let idle = idle.as_mut().project();
@@ -293,20 +306,51 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
     }
 
-    /// Once the socket has nothing to read and nothing is left to write,
-    /// gives the read buffer back to the thread's pool. Not before: a reply
-    /// still queued may share the buffer's memory (zero-copy echo), which
-    /// the next read reclaims in place once the reply is written, and a
-    /// pooled buffer could not.
+    /// Makes room in the read buffer for the next read and returns how much
+    /// it may read. Inside a frame (`rest` bytes still to come), the frame
+    /// must fit whole; if it would leave too little room behind it, the read
+    /// stops at its end, so that the next frame starts in a fresh buffer
+    /// with nothing to move. Between frames, `read_chunk`.
+    fn make_room(&mut self, rest: usize) -> usize {
+        let chunk = self.read_chunk as usize;
+        let len = self.read_buf.len();
+        let spare = self.read_buf.capacity() - len;
+        let enough = match rest {
+            0 if chunk > MAX_READ => chunk,
+            0 => chunk / 2,
+            rest => rest,
+        };
+        let enough = enough.max(1);
+        if spare < enough && !self.read_buf.try_reclaim(enough) {
+            // A buffer from the pool, or a new one; the partial frame (if
+            // any) moves to it.
+            let want = if rest == 0 { chunk } else { rest };
+            let mut fresh = READ_BUFS
+                .with(|p| {
+                    let mut pool = p.borrow_mut();
+                    let i = pool.iter_mut().rposition(|b| b.try_reclaim(len + enough))?;
+                    Some(pool.swap_remove(i))
+                })
+                .unwrap_or_else(|| BytesMut::with_capacity((len + want).max(chunk)));
+            fresh.extend_from_slice(&self.read_buf);
+            let mut old = std::mem::replace(&mut self.read_buf, fresh);
+            old.clear();
+            put_read_buf(old);
+        }
+        let spare = self.read_buf.capacity() - self.read_buf.len();
+        if rest > 0 && spare - rest < MAX_READ.min(chunk) / 2 {
+            rest
+        } else {
+            spare
+        }
+    }
+
+    /// Once the socket has nothing to read and no partial frame is left,
+    /// gives the read buffer back to the thread's pool, even while replies
+    /// still share its memory: the pool reuses it only once they are gone.
     fn release_read_buf(&mut self) {
-        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 && self.unwritten.is_none() {
-            let buf = std::mem::take(&mut self.read_buf);
-            READ_BUFS.with(|p| {
-                let mut pool = p.borrow_mut();
-                if pool.len() < POOL {
-                    pool.push(buf);
-                }
-            });
+        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
+            put_read_buf(std::mem::take(&mut self.read_buf));
         }
     }
 
@@ -386,17 +430,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     fn process(&mut self) {
         let mut inner = self.shared.lock();
         let _ = inner.proto.receive(&mut self.read_buf);
+        let rest = inner.proto.input_needed();
         if inner.proto.has_events() || inner.proto.state() == State::Closed {
             inner.wake_recv();
+        }
+        drop(inner);
+        self.frame_rest = u32::try_from(rest).unwrap_or(u32::MAX);
+        let frame = self.read_buf.len() + rest + MAX_HEADER;
+        if rest > 0 && frame > self.read_chunk as usize {
+            self.read_chunk = frame.min(MAX_ROOM) as u32;
         }
     }
 
     /// After the close handshake (or a failure): shut the write side, then
     /// discard input until the peer's FIN or the close timeout.
     fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<Disconnect> {
-        if !self.write_shut {
+        if !self.shared.lock().write_shut {
             match Pin::new(&mut self.io).poll_shutdown(cx) {
-                Poll::Ready(_) => self.write_shut = true,
+                Poll::Ready(_) => self.shared.lock().write_shut = true,
                 Poll::Pending => return Poll::Pending,
             }
         }
@@ -486,6 +537,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             _ => {}
         }
         why
+    }
+}
+
+/// Keeps an empty read buffer for reuse, if the pool has room and the buffer
+/// is not too large to keep.
+fn put_read_buf(buf: BytesMut) {
+    if buf.capacity() <= POOL_MAX {
+        READ_BUFS.with(|p| {
+            let mut pool = p.borrow_mut();
+            if pool.len() == POOL {
+                // The oldest goes: it may never fit what is asked now.
+                pool.remove(0);
+            }
+            pool.push(buf);
+        });
     }
 }
 

@@ -61,6 +61,52 @@ async fn echoes_text_and_binary_at_frame_length_boundaries() {
     }
 }
 
+/// Many messages in flight at once, large and small mixed, so that frames
+/// straddle reads and the server moves between read buffers while earlier
+/// payloads are still queued for writing (zero-copy echo).
+#[tokio::test]
+async fn echoes_a_pipelined_mix_of_large_and_small_messages_intact() {
+    let (server, _ended) = echo_server();
+    let addr = start(server).await;
+    let ws = connect(addr, "/").await;
+    let (mut tx, mut rx) = ws.split();
+    let sizes: Vec<usize> = (0..120)
+        .map(|i| match i % 6 {
+            0 => 65_536,
+            1 => 3,
+            2 => 100_000,
+            3 => 1_000,
+            4 => 200_000 + i,
+            _ => 40_000,
+        })
+        .collect();
+    let payload =
+        |i: usize, len: usize| -> Vec<u8> { (0..len).map(|j| (j * 7 + i * 13) as u8).collect() };
+    let expected = sizes.clone();
+    let writer = tokio::spawn(async move {
+        for (i, len) in sizes.into_iter().enumerate() {
+            tx.send(Message::binary(payload(i, len)))
+                .await
+                .expect("send");
+        }
+        tx
+    });
+    for (i, len) in expected.into_iter().enumerate() {
+        let echoed = within("echo", rx.next())
+            .await
+            .expect("a message")
+            .expect("no error");
+        let Message::Binary(echoed) = echoed else {
+            panic!("message {i}: expected binary, got {echoed:?}");
+        };
+        assert!(
+            echoed[..] == payload(i, len)[..],
+            "message {i} of {len} bytes differs"
+        );
+    }
+    let _tx = writer.await.expect("writer");
+}
+
 #[tokio::test]
 async fn answers_ping_with_pong_carrying_the_same_payload() {
     let (server, _ended) = echo_server();

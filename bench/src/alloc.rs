@@ -6,8 +6,17 @@
 //! freed), which the memory scenario reports per connection next to the
 //! resident set. The cost is a few relaxed atomic adds per call, the same
 //! for every target.
+//!
+//! Underneath is mimalloc, the allocator the `wharf` binary ships with, so
+//! that every server is measured on the allocator a deployment would use.
+//! With glibc's malloc, each of the two 128-byte-aligned blocks tokio takes
+//! per connection (its task and its socket registration) leaves a hole
+//! behind, and the resident set per idle connection is ~450 B above the
+//! live heap; with mimalloc it is ~100 B above.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+use mimalloc::MiMalloc as Inner;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
@@ -15,7 +24,7 @@ static BYTES: AtomicU64 = AtomicU64::new(0);
 static LIVE_BLOCKS: AtomicI64 = AtomicI64::new(0);
 static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
 
-/// The system allocator, counting allocations and bytes requested.
+/// mimalloc, counting allocations and bytes requested.
 #[derive(Debug)]
 pub(crate) struct Counting;
 
@@ -54,34 +63,34 @@ fn uncount(size: usize) {
     LIVE_BYTES.fetch_sub(size as i64, Ordering::Relaxed);
 }
 
-// SAFETY: every method forwards its arguments unchanged to `System`, which
+// SAFETY: every method forwards its arguments unchanged to mimalloc, which
 // upholds the `GlobalAlloc` contract; counting touches only atomics and never
 // allocates.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         count(layout.size());
         // SAFETY: the caller's contract for `alloc` is passed on unchanged.
-        unsafe { System.alloc(layout) }
+        unsafe { Inner.alloc(layout) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         count(layout.size());
         // SAFETY: as for `alloc`.
-        unsafe { System.alloc_zeroed(layout) }
+        unsafe { Inner.alloc_zeroed(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         uncount(layout.size());
-        // SAFETY: `ptr` was allocated by `System` with `layout` (every
-        // allocation goes through this type to `System`).
-        unsafe { System.dealloc(ptr, layout) }
+        // SAFETY: `ptr` was allocated by mimalloc with `layout` (every
+        // allocation goes through this type to mimalloc).
+        unsafe { Inner.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         uncount(layout.size());
         count(new_size);
         // SAFETY: as for `dealloc`; `new_size` is the caller's, unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        unsafe { Inner.realloc(ptr, layout, new_size) }
     }
 }
 

@@ -79,6 +79,9 @@ pub enum SendError {
     CodeNotSendable(CloseCode),
 }
 
+/// Where a client's masking keys come from.
+type MaskSource = Box<dyn FnMut() -> [u8; 4] + Send + Sync>;
+
 /// A sans-IO WebSocket connection after the opening handshake.
 pub struct Connection {
     role: Role,
@@ -92,13 +95,15 @@ pub struct Connection {
     events: VecDeque<Event>,
     transmits: VecDeque<Transmit>,
     queued: usize,
-    error: Option<ProtocolError>,
+    /// Boxed, like the other rare parts: a connection is mostly idle state.
+    error: Option<Box<ProtocolError>>,
     peer_close: Option<Box<CloseFrame>>,
     /// The input is over: a close frame or a violation was parsed.
     input_done: bool,
     /// A violation found behind events not yet polled.
-    deferred: Option<ProtocolError>,
-    mask_source: Option<Box<dyn FnMut() -> [u8; 4] + Send + Sync>>,
+    deferred: Option<Box<ProtocolError>>,
+    /// Client only; a thin box, so a server pays 8 bytes for it.
+    mask_source: Option<Box<MaskSource>>,
     deflate: Option<Box<Codec>>,
 }
 
@@ -139,14 +144,10 @@ impl Connection {
         limits: Limits,
         mask_source: impl FnMut() -> [u8; 4] + Send + Sync + 'static,
     ) -> Self {
-        Self::new(Role::Client, limits, Some(Box::new(mask_source)))
+        Self::new(Role::Client, limits, Some(Box::new(Box::new(mask_source))))
     }
 
-    fn new(
-        role: Role,
-        limits: Limits,
-        mask_source: Option<Box<dyn FnMut() -> [u8; 4] + Send + Sync>>,
-    ) -> Self {
+    fn new(role: Role, limits: Limits, mask_source: Option<Box<MaskSource>>) -> Self {
         Self {
             role,
             state: State::Open,
@@ -203,7 +204,7 @@ impl Connection {
 
     /// The protocol error that failed the connection, if one did.
     pub fn error(&self) -> Option<&ProtocolError> {
-        self.error.as_ref()
+        self.error.as_deref()
     }
 
     /// The close frame the peer sent, once it has.
@@ -266,11 +267,11 @@ impl Connection {
                 self.input_done = true;
                 self.frame = None;
                 self.message = None;
-                self.error = Some(e.clone());
+                self.error = Some(Box::new(e.clone()));
                 if self.events.is_empty() {
                     self.fail(e.clone());
                 } else {
-                    self.deferred = Some(e.clone());
+                    self.deferred = Some(Box::new(e.clone()));
                 }
                 Err(e)
             }
@@ -287,7 +288,7 @@ impl Connection {
     pub fn poll_event(&mut self) -> Option<Event> {
         let Some(event) = self.events.pop_front() else {
             if let Some(e) = self.deferred.take() {
-                self.fail(e);
+                self.fail(*e);
             }
             return None;
         };
@@ -628,7 +629,7 @@ impl Connection {
             self.send_close(&CloseFrame::new(e.close_code(), &e.to_string()));
         }
         self.state = State::Closed;
-        self.error = Some(e);
+        self.error = Some(Box::new(e));
     }
 
     fn send_close(&mut self, frame: &CloseFrame) {

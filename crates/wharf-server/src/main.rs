@@ -5,6 +5,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use wharf_server::Cli;
 
+/// mimalloc rather than glibc's malloc: tokio's task and socket
+/// registration are 128-byte-aligned blocks, and glibc leaves a hole beside
+/// each, ~450 B per idle connection in all; mimalloc serves them from size
+/// classes (docs/BENCHMARKS.md, memory).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     match wharf_server::run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,

@@ -67,7 +67,6 @@ pub struct Server {
     handshake_timeout: Duration,
     protocols: Vec<String>,
     hub: Hub,
-    stats: Stats,
     on_request: RequestHandler,
     on_upgrade: Option<UpgradeHandler>,
     on_connection: ConnectionHandler,
@@ -96,11 +95,11 @@ impl Server {
                     timeout: Duration::from_secs(20),
                 }),
                 keep_headers: false,
+                stats: Stats::default(),
             }),
             handshake_timeout: Duration::from_secs(10),
             protocols: Vec::new(),
             hub: Hub::new(),
-            stats: Stats::default(),
             on_request: Arc::new(|_| Box::pin(async { upgrade_required() })),
             on_upgrade: None,
             on_connection: Arc::new(|mut conn| {
@@ -117,7 +116,7 @@ impl Server {
     /// This server's counters (connections, messages, bytes, refusals,
     /// slow clients), for a metrics endpoint.
     pub fn stats(&self) -> Stats {
-        self.stats.clone()
+        self.settings.stats.clone()
     }
 
     /// Frame, message and fragment limits for incoming data.
@@ -359,10 +358,10 @@ impl Server {
             data: http::Extensions::new(),
             deflate,
         };
-        let (settings, hub, stats) = (self.settings.clone(), self.hub.clone(), self.stats.clone());
+        let (settings, hub) = (self.settings.clone(), self.hub.clone());
         let inner = Box::pin(async move {
             let upgraded = on_upgrade.await.map_err(Error::Upgrade)?;
-            let conn = start(&settings, &hub, &stats, upgraded, meta, None);
+            let conn = start(&settings, &hub, upgraded, meta, None);
             Ok(conn.expect("a connection without a handler is returned"))
         });
         Ok((response, PendingConnection { inner }))
@@ -439,7 +438,8 @@ impl Server {
             Ok(hs) => hs,
             Err(refusal) => {
                 tracing::debug!(%peer, status = %refusal.status, reason = %refusal.reason, "handshake refused");
-                self.stats
+                self.settings
+                    .stats
                     .counters()
                     .refused(refusal.status.as_u16(), &refusal.reason);
                 return refusal.into_response();
@@ -459,7 +459,8 @@ impl Server {
                 Ok(up) => up,
                 Err(refuse) => {
                     tracing::debug!(%peer, status = %refuse.status, reason = %refuse.reason, "upgrade refused");
-                    self.stats
+                    self.settings
+                        .stats
                         .counters()
                         .refused(refuse.status.as_u16(), &refuse.reason);
                     return refuse.into_response();
@@ -482,14 +483,7 @@ impl Server {
             match on_upgrade.await {
                 Ok(upgraded) => {
                     let handler = Some(&self.on_connection);
-                    start(
-                        &self.settings,
-                        &self.hub,
-                        &self.stats,
-                        upgraded,
-                        meta,
-                        handler,
-                    );
+                    start(&self.settings, &self.hub, upgraded, meta, handler);
                 }
                 Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
             }
@@ -515,12 +509,11 @@ struct Meta {
 fn start(
     settings: &Arc<Settings>,
     hub: &Hub,
-    stats: &Stats,
     upgraded: Upgraded,
     meta: Meta,
     handler: Option<&ConnectionHandler>,
 ) -> Option<Connection> {
-    Counters::add(&stats.counters().connections_total, 1);
+    Counters::add(&settings.stats.counters().connections_total, 1);
     let mut proto = wharf_proto::Connection::server(settings.limits);
     if let Some(params) = meta.deflate {
         proto = proto.with_deflate(params);
@@ -535,22 +528,15 @@ fn start(
         Err(upgraded) => (Err(TokioIo::new(upgraded)), meta.peer.unwrap_or(unknown)),
     };
     tracing::debug!(%peer, target = &*meta.target, "connection open");
-    let info = Info {
+    let info = Info::new(
         peer,
-        target: meta.target,
-        headers: meta.headers,
-        protocol: meta.protocol.map(String::into_boxed_str),
-        data: meta.data,
-    };
+        meta.target,
+        meta.protocol.as_deref(),
+        meta.headers,
+        meta.data,
+    );
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let shared = Arc::new(Shared::new(
-        proto,
-        id,
-        info,
-        settings.clone(),
-        hub.clone(),
-        stats.counters().clone(),
-    ));
+    let shared = Arc::new(Shared::new(proto, id, info, settings.clone(), hub.clone()));
     let client = Client::new(shared.clone());
     hub.insert(client);
     let conn = Connection::new(Client::new(shared.clone()));

@@ -38,7 +38,14 @@ struct Inner {
 
 struct Entry {
     client: Client,
-    rooms: Vec<String>,
+    /// Boxed: most connections join no room, and every byte here is paid
+    /// per connection (and again for the table's spare capacity): 8 bytes
+    /// here against 24 for an empty `Vec`.
+    #[expect(
+        clippy::box_collection,
+        reason = "a thin pointer, allocated only on join"
+    )]
+    rooms: Option<Box<Vec<String>>>,
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -111,7 +118,7 @@ impl Hub {
         if members.insert(id, entry.client.clone()).is_some() {
             return false;
         }
-        entry.rooms.push(room.to_owned());
+        entry.rooms.get_or_insert_default().push(room.to_owned());
         true
     }
 
@@ -119,8 +126,8 @@ impl Hub {
     /// whether it was a member.
     pub fn leave(&self, room: &str, id: u64) -> bool {
         let mut clients = write(&self.inner.clients);
-        if let Some(entry) = clients.get_mut(&id) {
-            entry.rooms.retain(|r| r != room);
+        if let Some(rooms) = clients.get_mut(&id).and_then(|e| e.rooms.as_mut()) {
+            rooms.retain(|r| r != room);
         }
         let mut rooms = write(&self.inner.rooms);
         remove_member(&mut rooms, room, id)
@@ -170,7 +177,7 @@ impl Hub {
     pub fn rooms_of(&self, id: u64) -> Vec<String> {
         read(&self.inner.clients)
             .get(&id)
-            .map(|e| e.rooms.clone())
+            .and_then(|e| e.rooms.as_deref().cloned())
             .unwrap_or_default()
     }
 
@@ -207,7 +214,7 @@ impl Hub {
         }
         let entry = Entry {
             client: client.clone(),
-            rooms: Vec::new(),
+            rooms: None,
         };
         write(&self.inner.clients).insert(client.id(), entry);
     }
@@ -216,7 +223,7 @@ impl Hub {
         let mut clients = write(&self.inner.clients);
         if let Some(entry) = clients.remove(&id) {
             let mut rooms = write(&self.inner.rooms);
-            for room in &entry.rooms {
+            for room in entry.rooms.iter().flat_map(|r| r.iter()) {
                 remove_member(&mut rooms, room, id);
             }
         }

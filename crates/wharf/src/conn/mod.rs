@@ -212,8 +212,12 @@ impl Shared {
     }
 
     pub(crate) fn count_out(&self, len: usize) {
-        Counters::add(&self.stats().messages_out, 1);
-        Counters::add(&self.stats().bytes_out, len as u64);
+        self.stats().queued(self.key(), len);
+    }
+
+    /// This connection's key in the thread's message tally (its address).
+    pub(crate) fn key(&self) -> usize {
+        std::ptr::from_ref(self).addr()
     }
 
     pub(crate) fn deflate(&self) -> Option<&DeflateParams> {
@@ -521,9 +525,8 @@ impl Connection {
             while let Some(event) = inner.proto.poll_event() {
                 match event {
                     Event::Message(m @ (Message::Text(_) | Message::Binary(_))) => {
-                        let stats = self.client.shared.stats();
-                        Counters::add(&stats.messages_in, 1);
-                        Counters::add(&stats.bytes_in, m.len() as u64);
+                        let shared = &self.client.shared;
+                        shared.stats().received(shared.key(), m.len());
                         return Poll::Ready(Some(m));
                     }
                     Event::Close(_) => inner.publish_state(),

@@ -84,6 +84,8 @@ const MAX_ROOM: usize = POOL_MAX;
 const MAX_HEADER: usize = 14;
 /// The most frames gathered into one vectored write.
 const MAX_BATCH: usize = 64;
+/// The most iovecs in one write (frames past them wait for the next).
+const MAX_IOV: usize = 16;
 /// Payloads up to this size are copied into the cork buffer; larger ones
 /// are written from their own `Bytes`.
 const CORK_MAX: usize = 512;
@@ -167,6 +169,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Task<S> {
         };
         if let Poll::Ready(why) = driver.poll_drive(cx) {
             let shared = &driver.shared;
+            shared.stats().flush(shared.key(), true);
             shared.hub.remove(shared.id);
             tracing::debug!(id = shared.id, peer = %shared.info.peer, ?why, "connection closed");
             self.driver = None;
@@ -179,12 +182,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Task<S> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
+        let _tally = this.driver.as_ref().map(|d| Counters::tally(d.shared.key()));
         this.poll_driver(cx);
         if let Some(handler) = &mut this.handler {
             if handler.as_mut().poll(cx).is_ready() {
                 this.handler = None;
             }
             this.poll_driver(cx);
+        }
+        if let Some(driver) = &this.driver {
+            driver.shared.stats().flush(driver.shared.key(), false);
         }
         if this.driver.is_none() && this.handler.is_none() {
             Poll::Ready(())
@@ -360,6 +367,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// Takes queued frames from the core (registering for new ones) and
     /// writes as many as the socket takes in one vectored write.
     fn flush(&mut self, cx: &mut Context<'_>) -> (Status, Flush) {
+        // Counted before written: see `Counters::tally`.
+        self.shared.stats().flush(self.shared.key(), false);
         BATCH.with(|batch| {
             let mut batch = batch.borrow_mut();
             let mut offset = 0;
@@ -559,11 +568,12 @@ fn put_read_buf(buf: BytesMut) {
 }
 
 /// Writes as much of `batch` (less its first `offset` bytes) as the socket
-/// takes in one vectored write; `Ready(None)` if the socket failed. Small
-/// frames are first copied together into this thread's cork buffer: one
-/// iovec for a run of small frames costs the kernel less than two per frame,
-/// and the buffer lives only for this call, so no connection holds it.
-/// Large payloads go out from their own `Bytes`.
+/// takes in one vectored write of at most `MAX_IOV` iovecs; `Ready(None)`
+/// if the socket failed. Small frames are first copied together into this
+/// thread's cork buffer: one iovec for a run of small frames costs the
+/// kernel less than two per frame, and the buffer lives only for this
+/// call, so no connection holds it. Large payloads go out from their own
+/// `Bytes`. What does not fit in this write stays for the next.
 fn poll_write<S: AsyncWrite + Unpin>(
     io: &mut S,
     cx: &mut Context<'_>,
@@ -573,11 +583,17 @@ fn poll_write<S: AsyncWrite + Unpin>(
     let result = CORK.with(|cork| {
         let mut buf = cork.borrow_mut();
         buf.clear();
-        let mut segs = [Segment::Cork(0, 0); 2 * MAX_BATCH];
+        // Small arrays: zeroing them is a cost paid on every write.
+        let mut segs = [Segment::Cork(0, 0); MAX_IOV];
         let mut n = 0;
         let mut run = 0;
         let mut skip = offset;
         for (i, t) in batch.iter().enumerate() {
+            // Room for this frame's (at most) two iovecs and the cork run
+            // before them.
+            if n + 3 > MAX_IOV {
+                break;
+            }
             let (header, payload) = (t.header(), &t.payload()[..]);
             let hs = skip.min(header.len());
             skip -= hs;
@@ -600,19 +616,20 @@ fn poll_write<S: AsyncWrite + Unpin>(
             segs[n] = Segment::Cork(run, buf.len());
             n += 1;
         }
-        let mut slices = [IoSlice::new(&[]); 2 * MAX_BATCH];
-        for (slice, seg) in slices.iter_mut().zip(&segs[..n]) {
-            *slice = match *seg {
-                Segment::Cork(a, b) => IoSlice::new(&buf[a..b]),
-                Segment::Payload(i, skip) => IoSlice::new(&batch[i].payload()[skip..]),
-            };
+        let slice = |seg: Segment| match seg {
+            Segment::Cork(a, b) => IoSlice::new(&buf[a..b]),
+            Segment::Payload(i, skip) => IoSlice::new(&batch[i].payload()[skip..]),
+        };
+        if n == 1 {
+            // The usual case once small frames are corked: a plain write,
+            // which costs the kernel less than a writev.
+            return Pin::new(io).poll_write(cx, &slice(segs[0]));
         }
-        match &slices[..n] {
-            // One iovec (the usual case once small frames are corked): a
-            // plain write, which costs the kernel less than a writev.
-            [one] => Pin::new(io).poll_write(cx, one),
-            slices => Pin::new(io).poll_write_vectored(cx, slices),
+        let mut slices = [IoSlice::new(&[]); MAX_IOV];
+        for (out, seg) in slices.iter_mut().zip(&segs[..n]) {
+            *out = slice(*seg);
         }
+        Pin::new(io).poll_write_vectored(cx, &slices[..n])
     });
     match ready!(result) {
         Ok(0) | Err(_) => Poll::Ready(None),

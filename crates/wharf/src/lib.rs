@@ -4,6 +4,7 @@ mod body;
 mod conn;
 pub mod docs;
 mod error;
+mod head;
 mod hub;
 mod server;
 mod stats;

@@ -21,6 +21,7 @@ use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::watch;
 use wharf_proto::{CloseCode, DeflateConfig, DeflateParams, Handshake, Limits, handshake};
@@ -29,6 +30,7 @@ use crate::body::Body;
 use crate::conn::task::{Driver, Keepalive, Settings, Task};
 use crate::conn::{Client, Connection, Info, Shared, SlowClient};
 use crate::error::Error;
+use crate::head::{self, Head, Prefixed};
 use crate::hub::Hub;
 use crate::stats::{Counters, Stats};
 use crate::upgrade::{PendingConnection, Refuse, Upgrade, validate};
@@ -349,6 +351,7 @@ impl Server {
         let hs = validate(req)?;
         let protocol = self.choose_protocol(&hs);
         let (response, deflate) = self.answer(&hs, protocol.as_deref());
+        let response = response.map(|()| Body::empty());
         let on_upgrade = hyper::upgrade::on(&mut *req);
         let meta = Meta {
             peer: None,
@@ -379,25 +382,47 @@ impl Server {
         &self,
         hs: &Handshake,
         protocol: Option<&str>,
-    ) -> (Response<Body>, Option<DeflateParams>) {
+    ) -> (Response<()>, Option<DeflateParams>) {
         let deflate = self
             .settings
             .deflate
             .as_ref()
             .and_then(|c| hs.negotiate_deflate(c));
-        let response = hs
-            .response(protocol, deflate.as_ref().map(|d| &d.1))
-            .map(|()| Body::empty());
+        let response = hs.response(protocol, deflate.as_ref().map(|d| &d.1));
         (response, deflate.map(|d| d.0))
     }
 
+    /// Serves one TCP connection: its first request head is read here, and
+    /// a WebSocket upgrade is answered without hyper (see `head`); anything
+    /// else goes to hyper.
     async fn serve_http(
         self: Arc<Self>,
-        stream: TcpStream,
+        mut stream: TcpStream,
         peer: SocketAddr,
         mut stop: watch::Receiver<bool>,
     ) {
         let _ = stream.set_nodelay(true);
+        let first = tokio::select! {
+            r = tokio::time::timeout(self.handshake_timeout, head::read(&mut stream)) => r,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        match first {
+            Ok(Some(Head::Upgrade(req, rest))) => self.accept_direct(stream, req, rest, peer).await,
+            Ok(Some(Head::Other(read))) => {
+                self.serve_hyper(Prefixed::new(read, stream), peer, stop)
+                    .await;
+            }
+            // Closed, failed or timed out before a whole request head.
+            Ok(None) | Err(_) => {}
+        }
+    }
+
+    async fn serve_hyper(
+        self: Arc<Self>,
+        stream: Prefixed<TcpStream>,
+        peer: SocketAddr,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let server = self.clone();
         let service = hyper::service::service_fn(move |req| {
             let server = server.clone();
@@ -421,6 +446,34 @@ impl Server {
         }
     }
 
+    /// Answers an upgrade request read by `head`, and starts the connection
+    /// on the same task's socket.
+    async fn accept_direct(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        req: Request<()>,
+        rest: BytesMut,
+        peer: SocketAddr,
+    ) {
+        let (parts, ()) = req.into_parts();
+        let written = match self.decide(parts, peer).await {
+            Decision::Accept(response, meta) => {
+                if head::respond(&mut stream, &response, b"").await.is_ok() {
+                    let handler = Some(&self.on_connection);
+                    start_io(&self.settings, &self.hub, Ok((stream, rest)), meta, handler);
+                }
+                return;
+            }
+            Decision::Refuse(refuse) => {
+                let response = handshake::refusal(refuse.status, ());
+                head::respond(&mut stream, &response, refuse.reason.as_bytes()).await
+            }
+        };
+        if written.is_ok() {
+            let _ = stream.shutdown().await;
+        }
+    }
+
     async fn dispatch(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         if handshake::is_upgrade_request(&req) {
             self.accept(req, peer).await
@@ -429,24 +482,50 @@ impl Server {
         }
     }
 
+    /// An upgrade request that hyper read: the decision, and for a `101`
+    /// a task that takes the socket back from hyper once it is sent.
     async fn accept(
         self: Arc<Self>,
         mut req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Response<Body> {
-        let hs = match validate(&req) {
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        let (parts, _) = req.into_parts();
+        match self.decide(parts, peer).await {
+            Decision::Refuse(refuse) => refuse.into_response(),
+            Decision::Accept(response, meta) => {
+                // This task lives only until hyper hands the socket back;
+                // the connection then gets a task of its own, sized for what
+                // it keeps.
+                tokio::spawn(async move {
+                    match on_upgrade.await {
+                        Ok(upgraded) => {
+                            let handler = Some(&self.on_connection);
+                            start(&self.settings, &self.hub, upgraded, meta, handler);
+                        }
+                        Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
+                    }
+                });
+                response.map(|()| Body::empty())
+            }
+        }
+    }
+
+    /// Validates an upgrade request and runs the upgrade hook: the `101`
+    /// and what the connection will know, or the refusal (counted).
+    async fn decide(&self, parts: http::request::Parts, peer: SocketAddr) -> Decision {
+        let hs = match Handshake::validate(&parts.method, parts.version, &parts.headers) {
             Ok(hs) => hs,
-            Err(refusal) => {
+            Err(reject) => {
+                let refusal = Refuse::from(reject);
                 tracing::debug!(%peer, status = %refusal.status, reason = %refusal.reason, "handshake refused");
                 self.settings
                     .stats
                     .counters()
                     .refused(refusal.status.as_u16(), &refusal.reason);
-                return refusal.into_response();
+                return Decision::Refuse(refusal);
             }
         };
-        let on_upgrade = hyper::upgrade::on(&mut req);
-        let (parts, _) = req.into_parts();
         let mut up = Upgrade {
             peer,
             protocol: self.choose_protocol(&hs),
@@ -463,7 +542,7 @@ impl Server {
                         .stats
                         .counters()
                         .refused(refuse.status.as_u16(), &refuse.reason);
-                    return refuse.into_response();
+                    return Decision::Refuse(refuse);
                 }
             };
         }
@@ -476,20 +555,14 @@ impl Server {
             data: up.data,
             deflate,
         };
-        drop(up.parts);
-        // This task lives only until hyper hands the socket back; the
-        // connection then gets a task of its own, sized for what it keeps.
-        tokio::spawn(async move {
-            match on_upgrade.await {
-                Ok(upgraded) => {
-                    let handler = Some(&self.on_connection);
-                    start(&self.settings, &self.hub, upgraded, meta, handler);
-                }
-                Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
-            }
-        });
-        response
+        Decision::Accept(response, meta)
     }
+}
+
+/// What [`Server::decide`] made of an upgrade request.
+enum Decision {
+    Accept(Response<()>, Meta),
+    Refuse(Refuse),
 }
 
 /// What is known of a connection before its socket is taken back.
@@ -502,14 +575,42 @@ struct Meta {
     deflate: Option<DeflateParams>,
 }
 
-/// Takes the socket back from hyper, registers the connection with the hub
-/// and spawns its task: the driver, and `handler` run on the [`Connection`].
-/// Without a handler, the connection is returned for the caller to handle.
-/// The task removes the connection from the hub when the driver ends.
+/// Takes the socket back from hyper and starts the connection
+/// ([`start_io`]).
 fn start(
     settings: &Arc<Settings>,
     hub: &Hub,
     upgraded: Upgraded,
+    meta: Meta,
+    handler: Option<&ConnectionHandler>,
+) -> Option<Connection> {
+    let io = match upgraded.downcast::<TokioIo<Prefixed<TcpStream>>>() {
+        Ok(parts) => {
+            // What hyper read and did not parse, then what it did not read
+            // of the prefix (nothing, in practice: it reads before parsing).
+            let (tcp, unread) = parts.io.into_inner().into_parts();
+            let mut read_buf = BytesMut::from(&parts.read_buf[..]);
+            read_buf.extend_from_slice(&unread);
+            Ok((tcp, read_buf))
+        }
+        // An application's own hyper server (`Server::upgrade`).
+        Err(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => Ok((parts.io.into_inner(), BytesMut::from(&parts.read_buf[..]))),
+            Err(upgraded) => Err(TokioIo::new(upgraded)),
+        },
+    };
+    start_io(settings, hub, io, meta, handler)
+}
+
+/// Registers the connection with the hub and spawns its task: the driver,
+/// and `handler` run on the [`Connection`]. Without a handler, the
+/// connection is returned for the caller to handle. The task removes the
+/// connection from the hub when the driver ends. A plain TCP socket comes
+/// with the bytes already read past the upgrade request.
+fn start_io(
+    settings: &Arc<Settings>,
+    hub: &Hub,
+    io: Result<(TcpStream, BytesMut), TokioIo<Upgraded>>,
     meta: Meta,
     handler: Option<&ConnectionHandler>,
 ) -> Option<Connection> {
@@ -519,14 +620,11 @@ fn start(
         proto = proto.with_deflate(params);
     }
     let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
-    let (io, peer) = match upgraded.downcast::<TokioIo<TcpStream>>() {
-        Ok(parts) => {
-            let io = parts.io.into_inner();
-            let peer = meta.peer.or_else(|| io.peer_addr().ok()).unwrap_or(unknown);
-            (Ok((io, BytesMut::from(&parts.read_buf[..]))), peer)
-        }
-        Err(upgraded) => (Err(TokioIo::new(upgraded)), meta.peer.unwrap_or(unknown)),
-    };
+    let peer = match &io {
+        Ok((tcp, _)) => meta.peer.or_else(|| tcp.peer_addr().ok()),
+        Err(_) => meta.peer,
+    }
+    .unwrap_or(unknown);
     tracing::debug!(%peer, target = &*meta.target, "connection open");
     let info = Info::new(
         peer,

@@ -182,7 +182,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Task<S> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        let _tally = this.driver.as_ref().map(|d| Counters::tally(d.shared.key()));
+        let _tally = this
+            .driver
+            .as_ref()
+            .map(|d| Counters::tally(d.shared.key()));
         this.poll_driver(cx);
         if let Some(handler) = &mut this.handler {
             if handler.as_mut().poll(cx).is_ready() {
@@ -552,10 +555,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 }
 
-/// Keeps an empty read buffer for reuse, if the pool has room and the buffer
-/// is not too large to keep.
+/// Keeps an emptied read buffer for reuse, unless it is too large to keep.
 fn put_read_buf(buf: BytesMut) {
-    if buf.capacity() <= POOL_MAX {
+    // Not an empty handle (a connection's first buffer): it could never be
+    // reused, and would only lengthen every search of the pool.
+    if (1..=POOL_MAX).contains(&buf.capacity()) {
         READ_BUFS.with(|p| {
             let mut pool = p.borrow_mut();
             if pool.len() == POOL {

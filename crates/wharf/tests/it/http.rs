@@ -3,7 +3,7 @@
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::util::{RawClient, connect, echo_server, start, within};
+use crate::util::{RawClient, connect, echo_server, frame, start, upgrade_request, within};
 
 const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n";
 
@@ -41,4 +41,27 @@ async fn answers_plain_requests_with_426_by_default() {
     assert_eq!(res.status, 426, "{res:?}");
     assert_eq!(res.header("upgrade"), Some("websocket"));
     res.one_line_body();
+}
+
+/// The first request of a connection is read by wharf itself; a plain one
+/// goes on to hyper, and an upgrade later on the same keep-alive connection
+/// is answered by hyper and still becomes a working WebSocket, with a frame
+/// sent right behind the upgrade request.
+#[tokio::test]
+async fn upgrades_after_a_plain_request_on_the_same_connection() {
+    let (server, _ended) = echo_server();
+    let addr = start(server).await;
+    let mut raw = RawClient::connect(addr).await;
+    raw.write(GET).await;
+    assert_eq!(raw.read_response().await.status, 200);
+    let mut request = upgrade_request("/", &[]).into_bytes();
+    request.extend_from_slice(&frame(0x1, b"right behind", Some([1, 2, 3, 4])));
+    raw.write(&request).await;
+    let res = raw.read_response().await;
+    assert_eq!(res.status, 101, "{res:?}");
+    let echoed = raw.read_frame().await;
+    assert_eq!(
+        (echoed.opcode, &echoed.payload[..]),
+        (0x1, &b"right behind"[..])
+    );
 }

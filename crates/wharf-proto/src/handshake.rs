@@ -160,7 +160,8 @@ impl Handshake {
                 ));
             }
         };
-        if !matches!(STANDARD.decode(key), Ok(raw) if raw.len() == 16) {
+        let mut raw = [0u8; 24];
+        if !matches!(STANDARD.decode_slice(key, &mut raw), Ok(16)) {
             return Err(Reject::new(
                 StatusCode::BAD_REQUEST,
                 "Sec-WebSocket-Key must be 16 bytes in base64",
@@ -226,6 +227,34 @@ impl Handshake {
     /// The `Sec-WebSocket-Accept` value.
     pub fn accept(&self) -> &HeaderValue {
         &self.accept
+    }
+
+    /// The `101 Switching Protocols` response head of
+    /// [`Handshake::response`], as bytes appended to `out`, for a server
+    /// that writes it to the socket itself.
+    pub fn write_response(
+        &self,
+        protocol: Option<&str>,
+        extensions: Option<&HeaderValue>,
+        out: &mut Vec<u8>,
+    ) {
+        out.extend_from_slice(
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+              connection: Upgrade\r\nsec-websocket-accept: ",
+        );
+        out.extend_from_slice(self.accept.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if let Some(p) = protocol.filter(|p| HeaderValue::from_str(p).is_ok()) {
+            out.extend_from_slice(b"sec-websocket-protocol: ");
+            out.extend_from_slice(p.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if let Some(e) = extensions {
+            out.extend_from_slice(b"sec-websocket-extensions: ");
+            out.extend_from_slice(e.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
     }
 
     /// The `101 Switching Protocols` response, naming `protocol` if one was
@@ -308,6 +337,26 @@ mod tests {
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
         assert_eq!(res.headers()["sec-websocket-protocol"], "superchat");
+        // The same head as bytes: every header of `response`, nothing else.
+        let ext = HeaderValue::from_static("permessage-deflate");
+        let mut out = Vec::new();
+        hs.write_response(Some("superchat"), Some(&ext), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+             connection: Upgrade\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+             sec-websocket-protocol: superchat\r\n\
+             sec-websocket-extensions: permessage-deflate\r\n\r\n"
+        );
+        let res = hs.response(Some("superchat"), Some(&ext));
+        for (name, value) in res.headers() {
+            let line = format!("{name}: {}\r\n", value.to_str().unwrap());
+            assert!(
+                text.contains(&line.to_ascii_lowercase()) || text.contains(&line),
+                "{line}"
+            );
+        }
     }
 
     #[test]

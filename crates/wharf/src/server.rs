@@ -383,13 +383,22 @@ impl Server {
         hs: &Handshake,
         protocol: Option<&str>,
     ) -> (Response<()>, Option<DeflateParams>) {
-        let deflate = self
+        let (extensions, deflate) = self.negotiate(hs);
+        (hs.response(protocol, extensions.as_ref()), deflate)
+    }
+
+    /// The agreed permessage-deflate parameters, and their
+    /// `Sec-WebSocket-Extensions` value.
+    fn negotiate(&self, hs: &Handshake) -> (Option<HeaderValue>, Option<DeflateParams>) {
+        match self
             .settings
             .deflate
             .as_ref()
-            .and_then(|c| hs.negotiate_deflate(c));
-        let response = hs.response(protocol, deflate.as_ref().map(|d| &d.1));
-        (response, deflate.map(|d| d.0))
+            .and_then(|c| hs.negotiate_deflate(c))
+        {
+            Some((params, value)) => (Some(value), Some(params)),
+            None => (None, None),
+        }
     }
 
     /// Serves one TCP connection: its first request head is read here, and
@@ -457,8 +466,13 @@ impl Server {
     ) {
         let (parts, ()) = req.into_parts();
         let written = match self.decide(parts, peer).await {
-            Decision::Accept(response, meta) => {
-                if head::respond(&mut stream, &response, b"").await.is_ok() {
+            Decision::Accept(answer, meta) => {
+                let mut out = Vec::with_capacity(256);
+                let protocol = meta.protocol.as_deref();
+                answer
+                    .hs
+                    .write_response(protocol, answer.extensions.as_ref(), &mut out);
+                if stream.write_all(&out).await.is_ok() {
                     let handler = Some(&self.on_connection);
                     start_io(&self.settings, &self.hub, Ok((stream, rest)), meta, handler);
                 }
@@ -493,7 +507,10 @@ impl Server {
         let (parts, _) = req.into_parts();
         match self.decide(parts, peer).await {
             Decision::Refuse(refuse) => refuse.into_response(),
-            Decision::Accept(response, meta) => {
+            Decision::Accept(answer, meta) => {
+                let response = answer
+                    .hs
+                    .response(meta.protocol.as_deref(), answer.extensions.as_ref());
                 // This task lives only until hyper hands the socket back;
                 // the connection then gets a task of its own, sized for what
                 // it keeps.
@@ -546,7 +563,7 @@ impl Server {
                 }
             };
         }
-        let (response, deflate) = self.answer(&hs, up.protocol.as_deref());
+        let (extensions, deflate) = self.negotiate(&hs);
         let meta = Meta {
             peer: Some(peer),
             target: request_target(&up.parts.uri),
@@ -555,14 +572,20 @@ impl Server {
             data: up.data,
             deflate,
         };
-        Decision::Accept(response, meta)
+        Decision::Accept(Answer { hs, extensions }, meta)
     }
 }
 
 /// What [`Server::decide`] made of an upgrade request.
 enum Decision {
-    Accept(Response<()>, Meta),
+    Accept(Answer, Meta),
     Refuse(Refuse),
+}
+
+/// What the `101` is made from (with the subprotocol, in `Meta`).
+struct Answer {
+    hs: Handshake,
+    extensions: Option<HeaderValue>,
 }
 
 /// What is known of a connection before its socket is taken back.

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use wharf_proto::{CloseCode, DeflateConfig, DeflateParams, Handshake, Limits, handshake};
 
 use crate::body::Body;
-use crate::conn::task::{Driver, Keepalive, Settings, Task};
+use crate::conn::task::{Driver, Keepalive, Lifecycle, Settings, Task};
 use crate::conn::{Client, Connection, Info, Shared, SlowClient};
 use crate::error::Error;
 use crate::head::{self, Head, Prefixed};
@@ -291,7 +291,9 @@ impl Server {
                     Ok((stream, peer)) => {
                         let server = server.clone();
                         let stop = stop_rx.clone();
-                        tokio::spawn(async move { server.serve_http(stream, peer, stop).await });
+                        tokio::spawn(Lifecycle::Opening(Box::pin(
+                            server.serve_http(stream, peer, stop),
+                        )));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed; pausing");
@@ -404,25 +406,28 @@ impl Server {
     /// Serves one TCP connection: its first request head is read here, and
     /// a WebSocket upgrade is answered without hyper (see `head`); anything
     /// else goes to hyper.
+    /// The connection's task then becomes the WebSocket connection's
+    /// (`Task`), without a second spawn.
     async fn serve_http(
         self: Arc<Self>,
         mut stream: TcpStream,
         peer: SocketAddr,
         mut stop: watch::Receiver<bool>,
-    ) {
+    ) -> Option<Task<TcpStream>> {
         let _ = stream.set_nodelay(true);
         let first = tokio::select! {
             r = tokio::time::timeout(self.handshake_timeout, head::read(&mut stream)) => r,
-            _ = stop.wait_for(|s| *s) => return,
+            _ = stop.wait_for(|s| *s) => return None,
         };
         match first {
             Ok(Some(Head::Upgrade(req, rest))) => self.accept_direct(stream, req, rest, peer).await,
             Ok(Some(Head::Other(read))) => {
                 self.serve_hyper(Prefixed::new(read, stream), peer, stop)
                     .await;
+                None
             }
             // Closed, failed or timed out before a whole request head.
-            Ok(None) | Err(_) => {}
+            Ok(None) | Err(_) => None,
         }
     }
 
@@ -455,15 +460,15 @@ impl Server {
         }
     }
 
-    /// Answers an upgrade request read by `head`, and starts the connection
-    /// on the same task's socket.
+    /// Answers an upgrade request read by `head`: for a `101`, the
+    /// connection's task, which the caller's task becomes.
     async fn accept_direct(
         self: Arc<Self>,
         mut stream: TcpStream,
         req: Request<()>,
         rest: BytesMut,
         peer: SocketAddr,
-    ) {
+    ) -> Option<Task<TcpStream>> {
         let (parts, ()) = req.into_parts();
         let written = match self.decide(parts, peer).await {
             Decision::Accept(answer, meta) => {
@@ -472,11 +477,11 @@ impl Server {
                 answer
                     .hs
                     .write_response(protocol, answer.extensions.as_ref(), &mut out);
-                if stream.write_all(&out).await.is_ok() {
-                    let handler = Some(&self.on_connection);
-                    start_io(&self.settings, &self.hub, Ok((stream, rest)), meta, handler);
-                }
-                return;
+                stream.write_all(&out).await.ok()?;
+                let handler = Some(&self.on_connection);
+                let (shared, handler, _) =
+                    open(&self.settings, &self.hub, Some(peer), meta, handler);
+                return Some(Task::new(Driver::new(stream, shared, rest), handler));
             }
             Decision::Refuse(refuse) => {
                 let response = handshake::refusal(refuse.status, ());
@@ -486,6 +491,7 @@ impl Server {
         if written.is_ok() {
             let _ = stream.shutdown().await;
         }
+        None
     }
 
     async fn dispatch(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
@@ -637,17 +643,40 @@ fn start_io(
     meta: Meta,
     handler: Option<&ConnectionHandler>,
 ) -> Option<Connection> {
+    let peer = match &io {
+        Ok((tcp, _)) => meta.peer.or_else(|| tcp.peer_addr().ok()),
+        Err(_) => meta.peer,
+    };
+    let (shared, handler, conn) = open(settings, hub, peer, meta, handler);
+    match io {
+        Ok((io, read_buf)) => {
+            tokio::spawn(Task::new(Driver::new(io, shared, read_buf), handler));
+        }
+        Err(io) => {
+            tokio::spawn(Task::new(Driver::new(io, shared, BytesMut::new()), handler));
+        }
+    }
+    conn
+}
+
+/// The future a connection handler returned.
+type Handling = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Creates a connection's shared state and registers it with the hub; then
+/// starts `handler` on it, or returns the [`Connection`] for the caller.
+fn open(
+    settings: &Arc<Settings>,
+    hub: &Hub,
+    peer: Option<SocketAddr>,
+    meta: Meta,
+    handler: Option<&ConnectionHandler>,
+) -> (Arc<Shared>, Option<Handling>, Option<Connection>) {
     Counters::add(&settings.stats.counters().connections_total, 1);
     let mut proto = wharf_proto::Connection::server(settings.limits);
     if let Some(params) = meta.deflate {
         proto = proto.with_deflate(params);
     }
-    let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
-    let peer = match &io {
-        Ok((tcp, _)) => meta.peer.or_else(|| tcp.peer_addr().ok()),
-        Err(_) => meta.peer,
-    }
-    .unwrap_or(unknown);
+    let peer = peer.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     tracing::debug!(%peer, target = &*meta.target, "connection open");
     let info = Info::new(
         peer,
@@ -661,19 +690,10 @@ fn start_io(
     let client = Client::new(shared.clone());
     hub.insert(client);
     let conn = Connection::new(Client::new(shared.clone()));
-    let (handler, conn) = match handler {
-        Some(handler) => (Some(handler(conn)), None),
-        None => (None, Some(conn)),
-    };
-    match io {
-        Ok((io, read_buf)) => {
-            tokio::spawn(Task::new(Driver::new(io, shared, read_buf), handler));
-        }
-        Err(io) => {
-            tokio::spawn(Task::new(Driver::new(io, shared, BytesMut::new()), handler));
-        }
+    match handler {
+        Some(handler) => (shared, Some(handler(conn)), None),
+        None => (shared, None, Some(conn)),
     }
-    conn
 }
 
 /// The request target (path and query) of an upgrade, owned: the parsed

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use wharf_proto::{CloseCode, DeflateConfig, Limits, State, Transmit};
 
@@ -200,6 +201,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Task<S> {
             Poll::Ready(())
         } else {
             Poll::Pending
+        }
+    }
+}
+
+/// A TCP connection's one task: the opening (request head, handshake, or
+/// plain HTTP through hyper), boxed because it is large and short-lived;
+/// then, after an upgrade, the WebSocket connection's `Task` in its place,
+/// so that an open connection costs no second spawn and its task stays at
+/// the size of a `Task`.
+pub(crate) enum Lifecycle {
+    Opening(Pin<Box<dyn Future<Output = Option<Task<TcpStream>>> + Send>>),
+    Open(Task<TcpStream>),
+}
+
+impl Future for Lifecycle {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if let Self::Opening(opening) = this {
+            match ready!(opening.as_mut().poll(cx)) {
+                Some(task) => *this = Self::Open(task),
+                None => return Poll::Ready(()),
+            }
+        }
+        match this {
+            Self::Open(task) => Pin::new(task).poll(cx),
+            Self::Opening(_) => Poll::Ready(()),
         }
     }
 }
@@ -650,7 +679,8 @@ fn poll_write<S: AsyncWrite + Unpin>(
 mod sizes {
     #[test]
     fn an_idle_connection_stays_small() {
-        let task = size_of::<super::Task<tokio::net::TcpStream>>();
+        let task =
+            size_of::<super::Task<tokio::net::TcpStream>>().max(size_of::<super::Lifecycle>());
         let shared = size_of::<super::Shared>();
         assert!(task <= 128, "connection task future grew to {task} bytes");
         assert!(

@@ -61,9 +61,11 @@ async fn echoes_text_and_binary_at_frame_length_boundaries() {
     }
 }
 
-/// Many messages in flight at once, large and small mixed, so that frames
-/// straddle reads and the server moves between read buffers while earlier
-/// payloads are still queued for writing (zero-copy echo).
+/// Several messages in flight at once, large and small mixed, so that
+/// frames straddle reads and the server moves between read buffers while
+/// earlier payloads are still queued for writing (zero-copy echo). At most
+/// three are unanswered at a time: together under the server's 1 MiB send
+/// queue bound, which a client that stops reading would otherwise meet.
 #[tokio::test]
 async fn echoes_a_pipelined_mix_of_large_and_small_messages_intact() {
     let (server, _ended) = echo_server();
@@ -82,9 +84,12 @@ async fn echoes_a_pipelined_mix_of_large_and_small_messages_intact() {
         .collect();
     let payload =
         |i: usize, len: usize| -> Vec<u8> { (0..len).map(|j| (j * 7 + i * 13) as u8).collect() };
+    let window = std::sync::Arc::new(tokio::sync::Semaphore::new(3));
     let expected = sizes.clone();
+    let permits = window.clone();
     let writer = tokio::spawn(async move {
         for (i, len) in sizes.into_iter().enumerate() {
+            permits.acquire().await.expect("open").forget();
             tx.send(Message::binary(payload(i, len)))
                 .await
                 .expect("send");
@@ -103,6 +108,7 @@ async fn echoes_a_pipelined_mix_of_large_and_small_messages_intact() {
             echoed[..] == payload(i, len)[..],
             "message {i} of {len} bytes differs"
         );
+        window.add_permits(1);
     }
     let _tx = writer.await.expect("writer");
 }

@@ -86,7 +86,7 @@ type MaskSource = Box<dyn FnMut() -> [u8; 4] + Send + Sync>;
 pub struct Connection {
     role: Role,
     state: State,
-    limits: Limits,
+    limits: Caps,
     rsv_allowed: u8,
     frame: Option<RxFrame>,
     /// Boxed: it exists only while a fragmented message is arriving.
@@ -107,16 +107,50 @@ pub struct Connection {
     deflate: Option<Box<Codec>>,
 }
 
+/// [`Limits`] in 32 bits each, as a connection holds them: it is mostly idle
+/// state. A limit above `u32::MAX` (4 GiB) counts as 4 GiB, more than a
+/// frame or message could be buffered anyway.
+#[derive(Clone, Copy, Debug)]
+struct Caps {
+    frame: u32,
+    message: u32,
+    fragments: u32,
+}
+
+impl Caps {
+    fn new(l: Limits) -> Self {
+        let cap = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Self {
+            frame: cap(l.max_frame_size),
+            message: cap(l.max_message_size),
+            fragments: cap(l.max_fragments),
+        }
+    }
+
+    fn frame(self) -> usize {
+        self.frame as usize
+    }
+
+    fn message(self) -> usize {
+        self.message as usize
+    }
+
+    fn fragments(self) -> usize {
+        self.fragments as usize
+    }
+}
+
 /// The frame being received: header decoded, payload not yet complete.
+/// Lengths fit 32 bits: a frame is at most `Caps::frame`.
 #[derive(Debug)]
 struct RxFrame {
     fin: bool,
     opcode: OpCode,
     mask: Option<[u8; 4]>,
-    len: usize,
+    len: u32,
     /// Payload bytes at the front of the buffer already unmasked (and, for
     /// uncompressed text, validated).
-    processed: usize,
+    processed: u32,
     /// Whether the message is text.
     text: bool,
     /// Whether the message is compressed (permessage-deflate).
@@ -151,7 +185,7 @@ impl Connection {
         Self {
             role,
             state: State::Open,
-            limits,
+            limits: Caps::new(limits),
             rsv_allowed: 0,
             frame: None,
             message: None,
@@ -197,9 +231,13 @@ impl Connection {
         self.state
     }
 
-    /// The limits in force.
-    pub fn limits(&self) -> &Limits {
-        &self.limits
+    /// The limits in force (each at most `u32::MAX`).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_frame_size: self.limits.frame(),
+            max_message_size: self.limits.message(),
+            max_fragments: self.limits.fragments(),
+        }
     }
 
     /// The protocol error that failed the connection, if one did.
@@ -239,7 +277,9 @@ impl Connection {
     /// this much room left in its buffer before the next read receives the
     /// frame without moving it.
     pub fn input_needed(&self) -> usize {
-        self.frame.as_ref().map_or(0, |f| f.len - f.processed)
+        self.frame
+            .as_ref()
+            .map_or(0, |f| (f.len - f.processed) as usize)
     }
 
     /// Feeds bytes read from the transport.
@@ -418,13 +458,14 @@ impl Connection {
                     None => return Ok(()),
                 },
             };
-            if buf.len() < frame.len {
+            if buf.len() < frame.len as usize {
                 self.partial(frame, buf)?;
                 return Ok(());
             }
-            let mut payload = buf.split_to(frame.len);
+            let mut payload = buf.split_to(frame.len as usize);
+            let done = frame.processed as usize;
             if let Some(key) = frame.mask {
-                mask::apply(&mut payload[frame.processed..], key, frame.processed);
+                mask::apply(&mut payload[done..], key, done);
             }
             self.complete(frame, payload)?;
         }
@@ -464,23 +505,23 @@ impl Connection {
             }
             op => (op == OpCode::Text, rsv1),
         };
-        let max_frame = self.limits.max_frame_size;
-        let len = usize::try_from(h.payload_len)
+        let max_frame = self.limits.frame;
+        let len = u32::try_from(h.payload_len)
             .ok()
             .filter(|&len| len <= max_frame)
             .ok_or(ProtocolError::FrameTooBig {
                 len: h.payload_len,
-                max: max_frame,
+                max: max_frame as usize,
             })?;
         if !h.opcode.is_control() {
-            if held + len > self.limits.max_message_size {
+            if held + len as usize > self.limits.message() {
                 return Err(ProtocolError::MessageTooBig {
-                    max: self.limits.max_message_size,
+                    max: self.limits.message(),
                 });
             }
-            if h.opcode == OpCode::Continuation && fragments >= self.limits.max_fragments {
+            if h.opcode == OpCode::Continuation && fragments >= self.limits.fragments() {
                 return Err(ProtocolError::FragmentsTooMany {
-                    max: self.limits.max_fragments,
+                    max: self.limits.fragments(),
                 });
             }
         }
@@ -499,10 +540,11 @@ impl Connection {
     /// while the bytes are fresh in cache, and text is validated so that bad
     /// UTF-8 fails fast (Autobahn 6.4.x).
     fn partial(&mut self, mut frame: RxFrame, buf: &mut BytesMut) -> Result<(), ProtocolError> {
-        if buf.len() > frame.processed {
-            let fresh = &mut buf[frame.processed..];
+        let done = frame.processed as usize;
+        if buf.len() > done {
+            let fresh = &mut buf[done..];
             if let Some(key) = frame.mask {
-                mask::apply(fresh, key, frame.processed);
+                mask::apply(fresh, key, done);
             }
             if frame.text && !frame.compressed {
                 if frame.processed == 0 && self.message.is_none() {
@@ -512,7 +554,8 @@ impl Connection {
                     .feed(fresh)
                     .map_err(|_| ProtocolError::TextNotUtf8)?;
             }
-            frame.processed = buf.len();
+            // Lossless: fewer bytes than the frame's 32-bit length.
+            frame.processed = buf.len() as u32;
         }
         self.frame = Some(frame);
         Ok(())
@@ -545,7 +588,7 @@ impl Connection {
             OpCode::Text | OpCode::Binary if frame.fin => {
                 let message = if frame.text {
                     if frame.processed > 0 {
-                        self.check_utf8(&payload[frame.processed..], true)?;
+                        self.check_utf8(&payload[frame.processed as usize..], true)?;
                     }
                     let text = Utf8Bytes::try_from(payload.freeze())
                         .map_err(|_| ProtocolError::TextNotUtf8)?;
@@ -560,7 +603,7 @@ impl Connection {
                     if frame.processed == 0 {
                         self.utf8 = Utf8Validator::new();
                     }
-                    self.check_utf8(&payload[frame.processed..], false)?;
+                    self.check_utf8(&payload[frame.processed as usize..], false)?;
                 }
                 self.message = Some(Box::new(RxMessage {
                     text: frame.text,
@@ -571,7 +614,7 @@ impl Connection {
             }
             OpCode::Continuation => {
                 if frame.text && !frame.compressed {
-                    self.check_utf8(&payload[frame.processed..], frame.fin)?;
+                    self.check_utf8(&payload[frame.processed as usize..], frame.fin)?;
                 }
                 let Some(message) = self.message.as_mut() else {
                     return Err(ProtocolError::ContinuationUnexpected);
@@ -600,7 +643,7 @@ impl Connection {
 
     /// Inflates a whole compressed message, bounded by the message limit.
     fn inflate(&mut self, text: bool, payload: &[u8]) -> Result<Message, ProtocolError> {
-        let limit = self.limits.max_message_size;
+        let limit = self.limits.message();
         let Some(codec) = self.deflate.as_mut() else {
             return Err(ProtocolError::ReservedBitsSet);
         };

@@ -8,8 +8,8 @@ use wharf_server::Cli;
 /// mimalloc rather than glibc's malloc: tokio's task and socket
 /// registration are 128-byte-aligned blocks, and glibc leaves a hole beside
 /// each, ~450 B per idle connection in all; mimalloc serves them from size
-/// classes (docs/BENCHMARKS.md, memory). Version 2: 3 commits its arenas
-/// eagerly and is resident in larger steps.
+/// classes (docs/BENCHMARKS.md, memory). Version 2, built to commit memory
+/// as it is used (`.cargo/config.toml`).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -85,6 +85,7 @@ impl Server {
     /// plain HTTP requests get `426 Upgrade Required`, every valid upgrade is
     /// accepted, and messages are received and discarded.
     pub fn new() -> Self {
+        let hub = Hub::new();
         Self {
             settings: Arc::new(Settings {
                 limits: Limits::default(),
@@ -98,10 +99,11 @@ impl Server {
                 }),
                 keep_headers: false,
                 stats: Stats::default(),
+                hub: hub.clone(),
             }),
             handshake_timeout: Duration::from_secs(10),
             protocols: Vec::new(),
-            hub: Hub::new(),
+            hub,
             on_request: Arc::new(|_| Box::pin(async { upgrade_required() })),
             on_upgrade: None,
             on_connection: Arc::new(|mut conn| {
@@ -583,6 +585,10 @@ impl Server {
 }
 
 /// What [`Server::decide`] made of an upgrade request.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "made once per upgrade and moved once, on the stack"
+)]
 enum Decision {
     Accept(Answer, Meta),
     Refuse(Refuse),
@@ -598,7 +604,7 @@ struct Answer {
 struct Meta {
     peer: Option<SocketAddr>,
     target: Box<str>,
-    headers: Option<Box<http::HeaderMap>>,
+    headers: Option<http::HeaderMap>,
     protocol: Option<String>,
     data: http::Extensions,
     deflate: Option<DeflateParams>,
@@ -684,9 +690,10 @@ fn open(
         meta.protocol.as_deref(),
         meta.headers,
         meta.data,
+        meta.deflate,
     );
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let shared = Arc::new(Shared::new(proto, id, info, settings.clone(), hub.clone()));
+    let shared = Arc::new(Shared::new(proto, id, info, settings.clone()));
     let client = Client::new(shared.clone());
     hub.insert(client);
     let conn = Connection::new(Client::new(shared.clone()));
@@ -706,7 +713,7 @@ fn request_target(uri: &http::Uri) -> Box<str> {
 impl Server {
     /// A copy of `headers` whose values own their bytes (see
     /// [`request_target`]), if this server keeps headers.
-    fn kept_headers(&self, headers: &http::HeaderMap) -> Option<Box<http::HeaderMap>> {
+    fn kept_headers(&self, headers: &http::HeaderMap) -> Option<http::HeaderMap> {
         if !self.settings.keep_headers {
             return None;
         }
@@ -717,7 +724,7 @@ impl Server {
             copy.set_sensitive(value.is_sensitive());
             out.append(name.clone(), copy);
         }
-        Some(Box::new(out))
+        Some(out)
     }
 }
 

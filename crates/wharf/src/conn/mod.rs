@@ -13,7 +13,6 @@ use std::fmt;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
@@ -64,15 +63,68 @@ pub struct Connection {
 /// this and the core.
 #[derive(Debug)]
 pub(crate) struct Info {
-    pub(crate) peer: SocketAddr,
+    peer: Peer,
     /// The request target (path and query) followed by the subprotocol:
     /// one string rather than two saves 8 bytes per connection.
     text: Box<str>,
     /// Where the subprotocol starts in `text`; `u32::MAX` without one.
     protocol_at: u32,
+    /// What most connections lack, in one block allocated only for those
+    /// that have some of it.
+    extras: Option<Box<Extras>>,
+}
+
+/// A socket address in 24 bytes rather than `SocketAddr`'s 32: an IPv6
+/// flow label is not kept (the scope id is).
+#[derive(Clone, Copy, Debug)]
+struct Peer {
+    ip: [u8; 16],
+    scope_id: u32,
+    port: u16,
+    v6: bool,
+}
+
+impl Peer {
+    fn new(addr: SocketAddr) -> Self {
+        match addr {
+            SocketAddr::V4(a) => {
+                let mut ip = [0; 16];
+                ip[..4].copy_from_slice(&a.ip().octets());
+                Self {
+                    ip,
+                    scope_id: 0,
+                    port: a.port(),
+                    v6: false,
+                }
+            }
+            SocketAddr::V6(a) => Self {
+                ip: a.ip().octets(),
+                scope_id: a.scope_id(),
+                port: a.port(),
+                v6: true,
+            },
+        }
+    }
+
+    fn addr(self) -> SocketAddr {
+        if self.v6 {
+            let ip = std::net::Ipv6Addr::from(self.ip);
+            std::net::SocketAddrV6::new(ip, self.port, 0, self.scope_id).into()
+        } else {
+            let [a, b, c, d, ..] = self.ip;
+            SocketAddr::from(([a, b, c, d], self.port))
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Extras {
     /// Kept only with [`Server::keep_headers`](crate::Server::keep_headers).
-    pub(crate) headers: Option<Box<HeaderMap>>,
-    pub(crate) data: Extensions,
+    headers: Option<HeaderMap>,
+    /// Attached by the upgrade hook.
+    data: Extensions,
+    /// The permessage-deflate parameters agreed in the handshake.
+    deflate: Option<DeflateParams>,
 }
 
 impl Info {
@@ -80,8 +132,9 @@ impl Info {
         peer: SocketAddr,
         target: Box<str>,
         protocol: Option<&str>,
-        headers: Option<Box<HeaderMap>>,
+        headers: Option<HeaderMap>,
         data: Extensions,
+        deflate: Option<DeflateParams>,
     ) -> Self {
         let mut text = String::from(target);
         let protocol_at = match (protocol, u32::try_from(text.len())) {
@@ -92,12 +145,33 @@ impl Info {
             _ => u32::MAX,
         };
         Self {
-            peer,
+            peer: Peer::new(peer),
             text: text.into_boxed_str(),
             protocol_at,
-            headers,
-            data,
+            extras: (headers.is_some() || !data.is_empty() || deflate.is_some()).then(|| {
+                Box::new(Extras {
+                    headers,
+                    data,
+                    deflate,
+                })
+            }),
         }
+    }
+
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer.addr()
+    }
+
+    fn headers(&self) -> Option<&HeaderMap> {
+        self.extras.as_ref()?.headers.as_ref()
+    }
+
+    fn data<T: Clone + Send + Sync + 'static>(&self) -> Option<&T> {
+        self.extras.as_ref()?.data.get::<T>()
+    }
+
+    fn deflate(&self) -> Option<&DeflateParams> {
+        self.extras.as_ref()?.deflate.as_ref()
     }
 
     /// The request target: path and query.
@@ -123,11 +197,6 @@ pub(crate) struct Shared {
     id: u64,
     info: Info,
     pub(crate) settings: Arc<Settings>,
-    hub: Hub,
-    dropped: AtomicU64,
-    /// The permessage-deflate parameters, fixed at the handshake.
-    /// Boxed: a connection without compression pays 8 bytes for it.
-    deflate: Option<Box<DeflateParams>>,
 }
 
 pub(crate) struct Inner {
@@ -144,6 +213,9 @@ pub(crate) struct Inner {
     /// Kept here, where it costs no space, rather than in the driver, whose
     /// future must stay within 128 bytes.
     pub(crate) write_shut: bool,
+    /// Messages dropped under [`SlowClient::Drop`] (saturating): 32 bits fit
+    /// in this struct's padding.
+    dropped: u32,
     /// Why the connection ended, once the driver is done, when the core
     /// cannot tell (see [`Inner::outcome`]).
     pub(crate) ended: Option<End>,
@@ -165,14 +237,11 @@ impl Shared {
         id: u64,
         info: Info,
         settings: Arc<Settings>,
-        hub: Hub,
     ) -> Self {
-        let deflate = proto.deflate().copied().map(Box::new);
         Self {
             id,
             info,
             settings,
-            hub,
             inner: Mutex::new(Inner {
                 proto,
                 writing: 0,
@@ -180,11 +249,10 @@ impl Shared {
                 driver_waker: None,
                 read_paused: false,
                 write_shut: false,
+                dropped: 0,
                 ended: None,
                 state_tx: None,
             }),
-            dropped: AtomicU64::new(0),
-            deflate,
         }
     }
 
@@ -221,7 +289,7 @@ impl Shared {
     }
 
     pub(crate) fn deflate(&self) -> Option<&DeflateParams> {
-        self.deflate.as_deref()
+        self.info.deflate()
     }
 
     pub(crate) fn stats(&self) -> &Counters {
@@ -238,7 +306,7 @@ impl Shared {
     fn overflow(&self, inner: &mut Inner) -> SendError {
         match self.settings.slow_client {
             SlowClient::Drop => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                inner.dropped = inner.dropped.saturating_add(1);
                 Counters::add(&self.stats().slow_client_drops, 1);
                 SendError::Dropped
             }
@@ -350,7 +418,7 @@ impl Client {
 
     /// The peer's address.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.shared.info.peer
+        self.shared.info.peer()
     }
 
     /// The upgrade request's path.
@@ -370,7 +438,7 @@ impl Client {
     /// ([`Server::on_upgrade`](crate::Server::on_upgrade)) and attach what
     /// the connection needs with [`Upgrade::insert`](crate::Upgrade::insert).
     pub fn headers(&self) -> Option<&HeaderMap> {
-        self.shared.info.headers.as_deref()
+        self.shared.info.headers()
     }
 
     /// The subprotocol agreed in the handshake, if any.
@@ -381,22 +449,22 @@ impl Client {
     /// Data attached before the `101` by the upgrade hook
     /// ([`Upgrade::insert`](crate::Upgrade::insert)).
     pub fn data<T: Clone + Send + Sync + 'static>(&self) -> Option<&T> {
-        self.shared.info.data.get::<T>()
+        self.shared.info.data::<T>()
     }
 
     /// The hub this connection is registered with.
     pub fn hub(&self) -> &Hub {
-        &self.shared.hub
+        &self.shared.settings.hub
     }
 
     /// Joins a room of the hub; see [`Hub::join`].
     pub fn join(&self, room: &str) -> bool {
-        self.shared.hub.join(room, self.id())
+        self.shared.settings.hub.join(room, self.id())
     }
 
     /// Leaves a room of the hub; see [`Hub::leave`].
     pub fn leave(&self, room: &str) -> bool {
-        self.shared.hub.leave(room, self.id())
+        self.shared.settings.hub.leave(room, self.id())
     }
 
     /// Queues a message; it never waits. The message is encoded here and
@@ -478,9 +546,10 @@ impl Client {
         self.shared.lock().buffered()
     }
 
-    /// Messages dropped under [`SlowClient::Drop`].
+    /// Messages dropped under [`SlowClient::Drop`] (counted up to
+    /// `u32::MAX`).
     pub fn dropped(&self) -> u64 {
-        self.shared.dropped.load(Ordering::Relaxed)
+        u64::from(self.shared.lock().dropped)
     }
 
     /// The peer's close frame, once it has sent one.
@@ -584,5 +653,23 @@ impl fmt::Debug for Client {
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Connection").field(&self.client).finish()
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::Peer;
+
+    #[test]
+    fn a_peer_address_survives_its_compact_form() {
+        for addr in [
+            "127.0.0.1:8080",
+            "[::1]:443",
+            "[fe80::1%7]:9",
+            "[::ffff:10.0.0.1]:1",
+            "255.255.255.255:65535",
+        ] {
+            let addr: std::net::SocketAddr = addr.parse().unwrap();
+            assert_eq!(Peer::new(addr).addr(), addr);
+        }
     }
 }

@@ -29,6 +29,7 @@ use wharf_proto::{CloseCode, DeflateConfig, Limits, State, Transmit};
 
 use super::{End, Shared, SlowClient};
 use crate::error::Disconnect;
+use crate::hub::Hub;
 use crate::stats::{Counters, Stats};
 
 /// The per-connection settings: the server's, shared by its connections,
@@ -44,6 +45,8 @@ pub(crate) struct Settings {
     pub(crate) keepalive: Option<Keepalive>,
     pub(crate) keep_headers: bool,
     pub(crate) stats: Stats,
+    /// The server's hub (one more clone of the handle `Server` has).
+    pub(crate) hub: Hub,
 }
 
 /// Ping after `interval` of silence; give up after `timeout` more.
@@ -171,8 +174,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Task<S> {
         if let Poll::Ready(why) = driver.poll_drive(cx) {
             let shared = &driver.shared;
             shared.stats().flush(shared.key(), true);
-            shared.hub.remove(shared.id);
-            tracing::debug!(id = shared.id, peer = %shared.info.peer, ?why, "connection closed");
+            shared.settings.hub.remove(shared.id);
+            tracing::debug!(id = shared.id, peer = %shared.info.peer(), ?why, "connection closed");
             self.driver = None;
         }
     }
@@ -674,7 +677,7 @@ fn poll_write<S: AsyncWrite + Unpin>(
 /// own per-socket state and the handler's future): keep them from growing
 /// unnoticed. The task's future must stay within 128 bytes for tokio's
 /// 128-byte-aligned task cell to fit in 256; the shared state, with the
-/// Arc's two counts, within mimalloc's 384-byte size class.
+/// Arc's two counts, within mimalloc's 320-byte size class.
 #[cfg(all(test, target_pointer_width = "64"))]
 mod sizes {
     #[test]
@@ -684,8 +687,8 @@ mod sizes {
         let shared = size_of::<super::Shared>();
         assert!(task <= 128, "connection task future grew to {task} bytes");
         assert!(
-            shared <= 368,
-            "shared connection state grew to {shared} bytes (an Arc of more than 384 leaves mimalloc's 384-byte size class)"
+            shared <= 304,
+            "shared connection state grew to {shared} bytes (an Arc of more than 320 leaves mimalloc's 320-byte size class)"
         );
     }
 }

@@ -121,6 +121,12 @@ impl Drop for Tallying {
     }
 }
 
+/// Whether this thread is polling the task of connection `conn` (whose
+/// tally is open).
+pub(crate) fn polling(conn: usize) -> bool {
+    TALLY.with(|t| conn != 0 && t.owner.get() == conn)
+}
+
 /// The messages and bytes tallied for connection `owner` on this thread.
 fn tallied(owner: usize, f: impl FnOnce(&Tally)) -> bool {
     TALLY.with(|t| {

@@ -273,7 +273,7 @@ impl Shared {
         }
         let len = t.payload().len();
         inner.proto.send_encoded(t)?;
-        inner.wake_driver();
+        self.frames_queued(&mut inner);
         drop(inner);
         self.count_out(len);
         Ok(())
@@ -281,6 +281,16 @@ impl Shared {
 
     pub(crate) fn count_out(&self, len: usize) {
         self.stats().queued(self.key(), len);
+    }
+
+    /// Wakes the driver for frames just queued (or input to read again),
+    /// unless this thread is polling this connection's own task: its driver
+    /// runs again before that poll ends (`Task::poll`), and a wake would
+    /// only poll the task once more for nothing.
+    pub(crate) fn frames_queued(&self, inner: &mut Inner) {
+        if !crate::stats::polling(self.key()) {
+            inner.wake_driver();
+        }
     }
 
     /// This connection's key in the thread's message tally (its address).
@@ -505,7 +515,7 @@ impl Client {
         } else {
             inner.proto.send_uncompressed(message)?;
         }
-        inner.wake_driver();
+        self.shared.frames_queued(&mut inner);
         drop(inner);
         self.shared.count_out(len);
         Ok(())
@@ -605,7 +615,7 @@ impl Connection {
             // The queue is empty: the driver may read again, and reaching a
             // close or a violation may have queued a close frame to write.
             if std::mem::take(&mut inner.read_paused) || inner.proto.buffered_amount() != queued {
-                inner.wake_driver();
+                self.client.shared.frames_queued(&mut inner);
             }
             if inner.ended.is_some() || inner.proto.state() == State::Closed {
                 inner.publish_state();

@@ -12,13 +12,13 @@
 //! input until the peer's FIN or the close timeout, so the peer reads our
 //! close frame instead of a reset.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -113,6 +113,10 @@ thread_local! {
     /// reused once they are dropped (`BytesMut::try_reclaim`), so a steady
     /// stream of messages cycles through the same few allocations.
     static READ_BUFS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    /// Set while a `Task` polls its driver with its handler polled next, in
+    /// the same turn: `recv` waiting in that handler needs no wake (a wake
+    /// would only poll the task once more).
+    static HANDLER_NEXT: Cell<bool> = const { Cell::new(false) };
 }
 
 /// One iovec of a vectored write: a run of the cork buffer, or (part of) a
@@ -190,7 +194,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Task<S> {
             .driver
             .as_ref()
             .map(|d| Counters::tally(d.shared.key()));
+        HANDLER_NEXT.set(this.handler.is_some());
         this.poll_driver(cx);
+        HANDLER_NEXT.set(false);
         if let Some(handler) = &mut this.handler {
             if handler.as_mut().poll(cx).is_ready() {
                 this.handler = None;
@@ -276,7 +282,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             idle,
         };
         if !driver.read_buf.is_empty() {
-            driver.process();
+            driver.process(None);
         }
         driver
     }
@@ -341,7 +347,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     *idle.last_read = Instant::now();
                     *idle.pinged = false;
                 }
-                self.process();
+                self.process(Some(cx.waker()));
                 Poll::Ready(true)
             }
             Poll::Pending => {
@@ -473,13 +479,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
     }
 
-    /// Feeds the read buffer to the core and wakes `recv` if it has events.
-    fn process(&mut self) {
+    /// Feeds the read buffer to the core and wakes `recv` if it has events,
+    /// unless `recv` waits in this task's handler, polled next (`own` is
+    /// this task's waker).
+    fn process(&mut self, own: Option<&Waker>) {
         let mut inner = self.shared.lock();
         let _ = inner.proto.receive(&mut self.read_buf);
         let rest = inner.proto.input_needed();
         if inner.proto.has_events() || inner.proto.state() == State::Closed {
-            inner.wake_recv();
+            let polled_next = HANDLER_NEXT.get()
+                && own
+                    .is_some_and(|own| inner.recv_waker.as_ref().is_some_and(|w| w.will_wake(own)));
+            if !polled_next {
+                inner.wake_recv();
+            }
         }
         drop(inner);
         self.frame_rest = u32::try_from(rest).unwrap_or(u32::MAX);

@@ -68,7 +68,6 @@ pub struct Server {
     settings: Arc<Settings>,
     handshake_timeout: Duration,
     protocols: Vec<String>,
-    hub: Hub,
     on_request: RequestHandler,
     on_upgrade: Option<UpgradeHandler>,
     on_connection: ConnectionHandler,
@@ -85,7 +84,6 @@ impl Server {
     /// plain HTTP requests get `426 Upgrade Required`, every valid upgrade is
     /// accepted, and messages are received and discarded.
     pub fn new() -> Self {
-        let hub = Hub::new();
         Self {
             settings: Arc::new(Settings {
                 limits: Limits::default(),
@@ -99,11 +97,10 @@ impl Server {
                 }),
                 keep_headers: false,
                 stats: Stats::default(),
-                hub: hub.clone(),
+                hub: Hub::new(),
             }),
             handshake_timeout: Duration::from_secs(10),
             protocols: Vec::new(),
-            hub,
             on_request: Arc::new(|_| Box::pin(async { upgrade_required() })),
             on_upgrade: None,
             on_connection: Arc::new(|mut conn| {
@@ -114,7 +111,7 @@ impl Server {
 
     /// The hub of this server's connections (the seed's `server.clients`).
     pub fn hub(&self) -> Hub {
-        self.hub.clone()
+        self.settings.hub.clone()
     }
 
     /// This server's counters (connections, messages, bytes, refusals,
@@ -306,17 +303,21 @@ impl Server {
             }
         }
         drop(listener);
-        tracing::info!(connections = server.hub.len(), "shutting down");
+        tracing::info!(connections = server.settings.hub.len(), "shutting down");
         let _ = stop_tx.send(true);
         server
+            .settings
             .hub
             .close_all(CloseCode::GOING_AWAY, "server shutting down");
         let grace = server.settings.close_timeout + Duration::from_secs(1);
-        if tokio::time::timeout(grace, server.hub.wait_empty())
+        if tokio::time::timeout(grace, server.settings.hub.wait_empty())
             .await
             .is_err()
         {
-            tracing::warn!(connections = server.hub.len(), "shutdown deadline passed");
+            tracing::warn!(
+                connections = server.settings.hub.len(),
+                "shutdown deadline passed"
+            );
         }
         Ok(())
     }
@@ -365,10 +366,10 @@ impl Server {
             data: http::Extensions::new(),
             deflate,
         };
-        let (settings, hub) = (self.settings.clone(), self.hub.clone());
+        let settings = self.settings.clone();
         let inner = Box::pin(async move {
             let upgraded = on_upgrade.await.map_err(Error::Upgrade)?;
-            let conn = start(&settings, &hub, upgraded, meta, None);
+            let conn = start(&settings, upgraded, meta, None);
             Ok(conn.expect("a connection without a handler is returned"))
         });
         Ok((response, PendingConnection { inner }))
@@ -481,8 +482,7 @@ impl Server {
                     .write_response(protocol, answer.extensions.as_ref(), &mut out);
                 stream.write_all(&out).await.ok()?;
                 let handler = Some(&self.on_connection);
-                let (shared, handler, _) =
-                    open(&self.settings, &self.hub, Some(peer), meta, handler);
+                let (shared, handler, _) = open(&self.settings, Some(peer), meta, handler);
                 return Some(Task::new(Driver::new(stream, shared, rest), handler));
             }
             Decision::Refuse(refuse) => {
@@ -526,7 +526,7 @@ impl Server {
                     match on_upgrade.await {
                         Ok(upgraded) => {
                             let handler = Some(&self.on_connection);
-                            start(&self.settings, &self.hub, upgraded, meta, handler);
+                            start(&self.settings, upgraded, meta, handler);
                         }
                         Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
                     }
@@ -614,7 +614,6 @@ struct Meta {
 /// ([`start_io`]).
 fn start(
     settings: &Arc<Settings>,
-    hub: &Hub,
     upgraded: Upgraded,
     meta: Meta,
     handler: Option<&ConnectionHandler>,
@@ -634,7 +633,7 @@ fn start(
             Err(upgraded) => Err(TokioIo::new(upgraded)),
         },
     };
-    start_io(settings, hub, io, meta, handler)
+    start_io(settings, io, meta, handler)
 }
 
 /// Registers the connection with the hub and spawns its task: the driver,
@@ -644,7 +643,6 @@ fn start(
 /// with the bytes already read past the upgrade request.
 fn start_io(
     settings: &Arc<Settings>,
-    hub: &Hub,
     io: Result<(TcpStream, BytesMut), TokioIo<Upgraded>>,
     meta: Meta,
     handler: Option<&ConnectionHandler>,
@@ -653,7 +651,7 @@ fn start_io(
         Ok((tcp, _)) => meta.peer.or_else(|| tcp.peer_addr().ok()),
         Err(_) => meta.peer,
     };
-    let (shared, handler, conn) = open(settings, hub, peer, meta, handler);
+    let (shared, handler, conn) = open(settings, peer, meta, handler);
     match io {
         Ok((io, read_buf)) => {
             tokio::spawn(Task::new(Driver::new(io, shared, read_buf), handler));
@@ -672,7 +670,6 @@ type Handling = Pin<Box<dyn Future<Output = ()> + Send>>;
 /// starts `handler` on it, or returns the [`Connection`] for the caller.
 fn open(
     settings: &Arc<Settings>,
-    hub: &Hub,
     peer: Option<SocketAddr>,
     meta: Meta,
     handler: Option<&ConnectionHandler>,
@@ -695,7 +692,7 @@ fn open(
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let shared = Arc::new(Shared::new(proto, id, info, settings.clone()));
     let client = Client::new(shared.clone());
-    hub.insert(client);
+    settings.hub.insert(client);
     let conn = Connection::new(Client::new(shared.clone()));
     match handler {
         Some(handler) => (shared, Some(handler(conn)), None),
@@ -744,7 +741,7 @@ impl fmt::Debug for Server {
             .field("settings", &self.settings)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("protocols", &self.protocols)
-            .field("hub", &self.hub)
+            .field("hub", &self.settings.hub)
             .finish_non_exhaustive()
     }
 }

@@ -33,8 +33,8 @@ use crate::hub::Hub;
 use crate::stats::{Counters, Stats};
 
 /// The per-connection settings: the server's, shared by its connections,
-/// with the server's counters (so that a connection holds one pointer for
-/// both).
+/// with the server's counters and hub (one pointer per connection for all
+/// three).
 #[derive(Clone, Debug)]
 pub(crate) struct Settings {
     pub(crate) limits: Limits,
@@ -45,7 +45,7 @@ pub(crate) struct Settings {
     pub(crate) keepalive: Option<Keepalive>,
     pub(crate) keep_headers: bool,
     pub(crate) stats: Stats,
-    /// The server's hub (one more clone of the handle `Server` has).
+    /// The server's registry of connections and rooms.
     pub(crate) hub: Hub,
 }
 

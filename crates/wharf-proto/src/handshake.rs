@@ -293,8 +293,19 @@ fn tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item =
         .filter(|t| !t.is_empty())
 }
 
+/// Whether a comma-separated header value (`Upgrade`, `Connection`) lists
+/// `token`, compared without regard to ASCII case.
+pub fn lists_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
 fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    tokens(headers, name).any(|t| t.eq_ignore_ascii_case(token))
+    headers
+        .get_all(name)
+        .iter()
+        .any(|v| lists_token(v.as_bytes(), token))
 }
 
 #[cfg(test)]
@@ -314,6 +325,14 @@ mod tests {
     fn reject(req: &Request<()>) -> (StatusCode, &'static str) {
         let r = Handshake::from_request(req).unwrap_err();
         (r.status, r.reason)
+    }
+
+    #[test]
+    fn finds_tokens_in_comma_separated_values() {
+        assert!(lists_token(b"keep-alive, Upgrade", "upgrade"));
+        assert!(lists_token(b" WebSocket ", "websocket"));
+        assert!(!lists_token(b"websockets, h2c", "websocket"));
+        assert!(!lists_token(b"", "websocket"));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use wharf_proto::handshake;
 
 /// The longest request head parsed here; a longer one goes to hyper, which
 /// refuses it.
@@ -51,7 +52,8 @@ pub(crate) async fn read<S: AsyncRead + Unpin>(io: &mut S) -> Option<Head> {
             match req.parse(&bytes) {
                 Ok(httparse::Status::Complete(len)) => {
                     let upgrade = req.headers.iter().any(|h| {
-                        h.name.eq_ignore_ascii_case("upgrade") && has_websocket_token(h.value)
+                        h.name.eq_ignore_ascii_case("upgrade")
+                            && handshake::lists_token(h.value, "websocket")
                     });
                     Some(
                         upgrade
@@ -77,13 +79,6 @@ pub(crate) async fn read<S: AsyncRead + Unpin>(io: &mut S) -> Option<Head> {
             }
         }
     }
-}
-
-/// Whether a comma-separated header value lists the `websocket` token.
-fn has_websocket_token(value: &[u8]) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"websocket"))
 }
 
 /// The request as `http` types; header values are views into `head`, not

@@ -12,13 +12,30 @@
 //!    left, the server closes the transport (§7.1.1).
 //!
 //! `receive` never needs a writer: pongs are queued as transmits like any
-//! other frame. The close echo, and the close frame that fails the
-//! connection on a protocol violation, are queued when `poll_event` reaches
-//! the point in the stream where they happened, so the application's replies
-//! to the messages before them are sent first (Autobahn 3.2, 4.1.3, 5.15).
+//! other frame. Time is an input too (see `timer`): the transport reports
+//! when input arrived and output was taken ([`Connection::handle_input`],
+//! [`Connection::handle_written`]) and sleeps until
+//! [`Connection::poll_timeout`], then calls [`Connection::handle_timeout`].
+//!
+//! What a peer can make a connection hold is bounded by construction:
+//! - `receive` stops parsing while [`MAX_EVENTS`] events wait, and before
+//!   inflating a compressed message while any event waits
+//!   ([`Connection::receive_pending`] then says so): undelivered data is at
+//!   most one inflated message, plus the wire bytes of uncompressed ones;
+//! - pings are answered with at most [`MAX_PONGS`] pongs waiting to be sent
+//!   (past it the latest pong takes the place of the last one queued,
+//!   RFC 6455 §5.5.3), each a copy of its ping's payload, so that no pong
+//!   pins a read buffer; pings and pongs are not events;
+//! - a message or frame over `Limits` fails from its header.
+//!
+//! The close echo, and the close frame that fails the connection on a
+//! protocol violation, are queued when `poll_event` reaches the point in the
+//! stream where they happened, so the application's replies to the messages
+//! before them are sent first (Autobahn 3.2, 4.1.3, 5.15).
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 
@@ -29,7 +46,13 @@ use crate::frame::{FrameHeader, OpCode, Transmit};
 use crate::limits::Limits;
 use crate::mask;
 use crate::message::{Message, Utf8Bytes};
+use crate::timer::{self, Clock, Expired, Timeouts};
 use crate::utf8::Utf8Validator;
+
+/// The most events `receive` leaves waiting before it stops parsing.
+pub const MAX_EVENTS: usize = 64;
+/// The most pongs waiting to be sent.
+pub const MAX_PONGS: u8 = 16;
 
 /// Which end of the connection this is.
 #[allow(clippy::exhaustive_enums)] // a connection has exactly two ends
@@ -58,7 +81,8 @@ pub enum State {
 #[derive(Clone, Debug, Eq, PartialEq)]
 #[non_exhaustive]
 pub enum Event {
-    /// A complete message.
+    /// A complete text or binary message (pings are answered, and pongs
+    /// taken, without an event).
     Message(Message),
     /// The peer's close frame. If we had not sent one, the echo is queued.
     Close(CloseFrame),
@@ -86,8 +110,16 @@ type MaskSource = Box<dyn FnMut() -> [u8; 4] + Send + Sync>;
 pub struct Connection {
     role: Role,
     state: State,
-    limits: Caps,
     rsv_allowed: u8,
+    /// Pong frames in `transmits`.
+    pongs: u8,
+    /// The input is over: a close frame or a violation was parsed.
+    input_done: bool,
+    /// `receive` stopped before the end of its input (events wait).
+    stopped: bool,
+    expired: Option<Expired>,
+    limits: Caps,
+    timeouts: timer::Limits,
     frame: Option<RxFrame>,
     /// Boxed: it exists only while a fragmented message is arriving.
     message: Option<Box<RxMessage>>,
@@ -95,16 +127,23 @@ pub struct Connection {
     events: VecDeque<Event>,
     transmits: VecDeque<Transmit>,
     queued: usize,
-    /// Boxed, like the other rare parts: a connection is mostly idle state.
-    error: Option<Box<ProtocolError>>,
-    peer_close: Option<Box<CloseFrame>>,
-    /// The input is over: a close frame or a violation was parsed.
-    input_done: bool,
-    /// A violation found behind events not yet polled.
-    deferred: Option<Box<ProtocolError>>,
-    /// Client only; a thin box, so a server pays 8 bytes for it.
-    mask_source: Option<Box<MaskSource>>,
+    /// What few connections need, in one box: a connection is mostly idle
+    /// state.
+    rare: Option<Box<Rare>>,
+    /// Allocated while a deadline runs (see `timer`).
+    clock: Option<Box<Clock>>,
     deflate: Option<Box<Codec>>,
+}
+
+/// The rare parts of a connection.
+#[derive(Default)]
+struct Rare {
+    error: Option<ProtocolError>,
+    peer_close: Option<CloseFrame>,
+    /// A violation found behind events not yet polled.
+    deferred: Option<ProtocolError>,
+    /// Client only.
+    mask_source: Option<MaskSource>,
 }
 
 /// [`Limits`] in 32 bits each, as a connection holds them: it is mostly idle
@@ -178,28 +217,51 @@ impl Connection {
         limits: Limits,
         mask_source: impl FnMut() -> [u8; 4] + Send + Sync + 'static,
     ) -> Self {
-        Self::new(Role::Client, limits, Some(Box::new(Box::new(mask_source))))
+        Self::new(Role::Client, limits, Some(Box::new(mask_source)))
     }
 
-    fn new(role: Role, limits: Limits, mask_source: Option<Box<MaskSource>>) -> Self {
+    fn new(role: Role, limits: Limits, mask_source: Option<MaskSource>) -> Self {
         Self {
             role,
             state: State::Open,
-            limits: Caps::new(limits),
             rsv_allowed: 0,
+            pongs: 0,
+            input_done: false,
+            stopped: false,
+            expired: None,
+            limits: Caps::new(limits),
+            timeouts: timer::Limits::default(),
             frame: None,
             message: None,
             utf8: Utf8Validator::new(),
             events: VecDeque::new(),
             transmits: VecDeque::new(),
             queued: 0,
-            error: None,
-            peer_close: None,
-            input_done: false,
-            deferred: None,
-            mask_source,
+            rare: mask_source.map(|m| {
+                Box::new(Rare {
+                    mask_source: Some(m),
+                    ..Rare::default()
+                })
+            }),
+            clock: None,
             deflate: None,
         }
+    }
+
+    /// Sets the connection's deadlines (see [`Timeouts`]); `now` is when
+    /// the connection opened, where keepalive silence starts.
+    #[must_use]
+    pub fn with_timeouts(mut self, timeouts: Timeouts, now: Instant) -> Self {
+        self.timeouts = timer::Limits::new(timeouts);
+        if self.timeouts.has_keepalive() {
+            self.clock = Some(Box::new(Clock::new(now)));
+        }
+        self
+    }
+
+    /// The deadlines in force (milliseconds, at most about 49 days).
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts.get()
     }
 
     /// Turns on permessage-deflate with the parameters agreed in the
@@ -242,12 +304,16 @@ impl Connection {
 
     /// The protocol error that failed the connection, if one did.
     pub fn error(&self) -> Option<&ProtocolError> {
-        self.error.as_deref()
+        self.rare.as_ref()?.error.as_ref()
     }
 
     /// The close frame the peer sent, once it has.
     pub fn peer_close(&self) -> Option<&CloseFrame> {
-        self.peer_close.as_deref()
+        self.rare.as_ref()?.peer_close.as_ref()
+    }
+
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_default()
     }
 
     /// Bytes queued for the transport and not yet taken by `poll_transmit`.
@@ -255,14 +321,19 @@ impl Connection {
         self.queued
     }
 
-    /// Lets go of the storage of empty queues, for a connection that has
-    /// gone quiet; they grow again on use.
+    /// Lets go of the storage of empty queues, and of a dedicated
+    /// compressor (the next message starts a fresh deflate stream, which
+    /// any peer's decompressor takes), for a connection that has gone
+    /// quiet; they grow again on use.
     pub fn shrink(&mut self) {
         if self.events.is_empty() {
             self.events = VecDeque::new();
         }
         if self.transmits.is_empty() {
             self.transmits = VecDeque::new();
+        }
+        if let Some(codec) = &mut self.deflate {
+            codec.release_compressor();
         }
     }
 
@@ -295,7 +366,13 @@ impl Connection {
     /// On a protocol violation or exceeded limit. Once the events before it
     /// are polled, the connection is `Closed` with a close frame carrying
     /// [`ProtocolError::close_code`] queued. Later calls discard their input.
+    ///
+    /// Parsing stops early, leaving the rest of `buf` for the next call,
+    /// while [`MAX_EVENTS`] events wait, and before a compressed message
+    /// would be inflated while any event waits: see
+    /// [`Connection::receive_pending`].
     pub fn receive(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
+        self.stopped = false;
         if self.input_done || self.state == State::Closed {
             buf.clear();
             return Ok(());
@@ -307,28 +384,45 @@ impl Connection {
                 self.input_done = true;
                 self.frame = None;
                 self.message = None;
-                self.error = Some(Box::new(e.clone()));
-                if self.events.is_empty() {
-                    self.fail(e.clone());
+                let events = !self.events.is_empty();
+                let rare = self.rare();
+                rare.error = Some(e.clone());
+                if events {
+                    rare.deferred = Some(e.clone());
                 } else {
-                    self.deferred = Some(Box::new(e.clone()));
+                    self.fail(e.clone());
                 }
                 Err(e)
             }
         }
     }
 
+    /// Whether the last [`Connection::receive`] stopped before the end of
+    /// its input because events wait: once [`Connection::poll_event`] has
+    /// returned `None`, call `receive` again with the same buffer, even if
+    /// nothing new was read.
+    pub fn receive_pending(&self) -> bool {
+        self.stopped
+    }
+
+    /// Whether the input is over (the peer's close frame or a violation was
+    /// parsed): later input is discarded, so a transport may read on,
+    /// waiting for the peer to close, even while events wait.
+    pub fn is_input_done(&self) -> bool {
+        self.input_done || self.state == State::Closed
+    }
+
     /// Whether events are waiting for [`Connection::poll_event`].
     pub fn has_events(&self) -> bool {
-        !self.events.is_empty() || self.deferred.is_some()
+        !self.events.is_empty() || self.rare.as_ref().is_some_and(|r| r.deferred.is_some())
     }
 
     /// The next event, if any. Reaching the peer's close frame queues its
     /// echo; reaching a protocol violation queues the failing close frame.
     pub fn poll_event(&mut self) -> Option<Event> {
         let Some(event) = self.events.pop_front() else {
-            if let Some(e) = self.deferred.take() {
-                self.fail(*e);
+            if let Some(e) = self.rare.as_mut().and_then(|r| r.deferred.take()) {
+                self.fail(e);
             }
             return None;
         };
@@ -341,7 +435,7 @@ impl Connection {
                 self.send_close(&echo);
             }
             self.state = State::Closed;
-            self.peer_close = Some(Box::new(close.clone()));
+            self.rare().peer_close = Some(close.clone());
         }
         Some(event)
     }
@@ -350,7 +444,132 @@ impl Connection {
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         let t = self.transmits.pop_front()?;
         self.queued -= t.len();
+        if self.pongs > 0 && is_pong(&t) {
+            self.pongs -= 1;
+        }
         Some(t)
+    }
+
+    /// Records that input arrived from the peer at `now` (keepalive).
+    pub fn handle_input(&mut self, now: Instant) {
+        if let Some(clock) = &mut self.clock {
+            clock.heard = now;
+            clock.pinged = false;
+        }
+    }
+
+    /// Records what the transport did with output at `now`: it took bytes
+    /// (`wrote`), or took none; `rest` says whether bytes still wait to be
+    /// written (in the transport's hands or in this queue). Output that
+    /// waits with nothing written for the write timeout ends the connection
+    /// ([`Expired::Write`]). A transport need call this only when output
+    /// waits, or waited at the last call ([`Connection::is_stalled`]).
+    pub fn handle_written(&mut self, now: Instant, wrote: bool, rest: bool) {
+        let rest = rest || !self.transmits.is_empty();
+        if !rest {
+            if let Some(clock) = &mut self.clock {
+                clock.stalled = None;
+            }
+            return;
+        }
+        if !self.timeouts.has_write() && self.clock.is_none() {
+            return;
+        }
+        let clock = self.clock.get_or_insert_with(|| Box::new(Clock::new(now)));
+        if wrote {
+            // A peer whose window opened is alive.
+            clock.heard = now;
+            clock.pinged = false;
+            clock.stalled = Some(now);
+        } else if clock.stalled.is_none() {
+            clock.stalled = Some(now);
+        }
+    }
+
+    /// Whether output waited, unwritten, at the last
+    /// [`Connection::handle_written`].
+    pub fn is_stalled(&self) -> bool {
+        self.clock.as_ref().is_some_and(|c| c.stalled.is_some())
+    }
+
+    /// Whether a deadline must be started with the current time: the state
+    /// left `Open` (by a command, a violation or the peer's close) since the
+    /// last [`Connection::handle_timeout`]. Call `handle_timeout(now)` then.
+    pub fn needs_time(&self) -> bool {
+        self.state != State::Open
+            && self.timeouts.has_close()
+            && self.clock.as_ref().is_none_or(|c| c.closing.is_none())
+    }
+
+    /// The next instant at which [`Connection::handle_timeout`] must be
+    /// called, if any deadline runs.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let clock = self.clock.as_ref()?;
+        let l = self.timeouts;
+        let keepalive = match self.state {
+            State::Open => clock.keepalive_at(l),
+            _ => None,
+        };
+        [keepalive, clock.close_at(l), clock.write_at(l)]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Acts on the deadlines due at `now` (and starts the close deadline if
+    /// the state left `Open`): queues a keepalive ping, or ends the
+    /// connection ([`Connection::expired`]).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.expired.is_some() {
+            return;
+        }
+        if self.needs_time() {
+            self.clock
+                .get_or_insert_with(|| Box::new(Clock::new(now)))
+                .closing = Some(now);
+        }
+        let l = self.timeouts;
+        let waiting = self.has_events();
+        let open = self.state == State::Open;
+        let Some(clock) = &mut self.clock else {
+            return;
+        };
+        if waiting {
+            // Input is paused while the application holds messages back:
+            // that silence is ours, not the peer's.
+            clock.heard = now;
+            clock.pinged = false;
+        }
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        if due(clock.close_at(l)) {
+            self.expire(Expired::Close);
+        } else if due(clock.write_at(l)) {
+            self.expire(Expired::Write);
+        } else if open && due(clock.keepalive_at(l)) {
+            if clock.pinged {
+                self.expire(Expired::Keepalive);
+                self.discard_transmits();
+                let _ = self.close(CloseCode::GOING_AWAY, "keepalive timeout");
+            } else {
+                clock.pinged = true;
+                let _ = self.ping(Bytes::new());
+            }
+        }
+    }
+
+    /// Which deadline ended the connection, if one did: drop the transport
+    /// (for [`Expired::Keepalive`], after writing the close frame if it
+    /// takes it at once).
+    pub fn expired(&self) -> Option<Expired> {
+        self.expired
+    }
+
+    fn expire(&mut self, why: Expired) {
+        self.expired = Some(why);
+        if why == Expired::Write {
+            // Nobody will read it.
+            self.discard_transmits();
+        }
     }
 
     /// Queues a message.
@@ -417,6 +636,7 @@ impl Connection {
     /// its backlog, then [`Connection::close`] it.
     pub fn discard_transmits(&mut self) -> usize {
         self.transmits.clear();
+        self.pongs = 0;
         std::mem::take(&mut self.queued)
     }
 
@@ -447,6 +667,10 @@ impl Connection {
 
     fn receive_frames(&mut self, buf: &mut BytesMut) -> Result<(), ProtocolError> {
         while !self.input_done {
+            if self.events.len() >= MAX_EVENTS {
+                self.stopped = true;
+                return Ok(());
+            }
             let frame = match self.frame.take() {
                 Some(frame) => frame,
                 None => match FrameHeader::decode(buf)? {
@@ -460,6 +684,13 @@ impl Connection {
             };
             if buf.len() < frame.len as usize {
                 self.partial(frame, buf)?;
+                return Ok(());
+            }
+            if frame.fin && frame.compressed && !self.events.is_empty() {
+                // Inflated data costs more than its wire size: only once
+                // nothing else waits.
+                self.frame = Some(frame);
+                self.stopped = true;
                 return Ok(());
             }
             let mut payload = buf.split_to(frame.len as usize);
@@ -564,17 +795,11 @@ impl Connection {
     fn complete(&mut self, frame: RxFrame, payload: BytesMut) -> Result<(), ProtocolError> {
         match frame.opcode {
             OpCode::Ping => {
-                let payload = payload.freeze();
                 if self.state == State::Open {
-                    let pong = self.encode(OpCode::Pong, payload.clone());
-                    self.push(pong);
+                    self.pong(&payload);
                 }
-                self.events
-                    .push_back(Event::Message(Message::Ping(payload)));
             }
-            OpCode::Pong => self
-                .events
-                .push_back(Event::Message(Message::Pong(payload.freeze()))),
+            OpCode::Pong => {}
             OpCode::Close => {
                 let close = CloseFrame::decode(payload.freeze())?;
                 self.input_done = true;
@@ -641,6 +866,22 @@ impl Connection {
         Ok(())
     }
 
+    /// Queues a pong (a copy: a ping's payload would pin the read buffer it
+    /// arrived in). With [`MAX_PONGS`] already waiting, it replaces the
+    /// last one queued.
+    fn pong(&mut self, payload: &[u8]) {
+        let pong = self.encode(OpCode::Pong, Bytes::copy_from_slice(payload));
+        if self.pongs < MAX_PONGS {
+            self.pongs += 1;
+            self.push(pong);
+            return;
+        }
+        if let Some(last) = self.transmits.iter_mut().rev().find(|t| is_pong(t)) {
+            self.queued = self.queued - last.len() + pong.len();
+            *last = pong;
+        }
+    }
+
     /// Inflates a whole compressed message, bounded by the message limit.
     fn inflate(&mut self, text: bool, payload: &[u8]) -> Result<Message, ProtocolError> {
         let limit = self.limits.message();
@@ -672,7 +913,7 @@ impl Connection {
             self.send_close(&CloseFrame::new(e.close_code(), &e.to_string()));
         }
         self.state = State::Closed;
-        self.error = Some(Box::new(e));
+        self.rare().error = Some(e);
     }
 
     fn send_close(&mut self, frame: &CloseFrame) {
@@ -687,7 +928,8 @@ impl Connection {
     fn encode_rsv(&mut self, opcode: OpCode, payload: Bytes, rsv: u8) -> Transmit {
         let mut header = FrameHeader::new(true, opcode, None, payload.len() as u64);
         header.rsv = rsv;
-        match (self.role, self.mask_source.as_mut()) {
+        let source = self.rare.as_mut().and_then(|r| r.mask_source.as_mut());
+        match (self.role, source) {
             (Role::Client, Some(source)) => {
                 let key = source();
                 header.mask = Some(key);
@@ -705,6 +947,10 @@ impl Connection {
     }
 }
 
+fn is_pong(t: &Transmit) -> bool {
+    t.header()[0] & 0x0f == 0xa
+}
+
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
@@ -715,7 +961,8 @@ impl fmt::Debug for Connection {
             .field("message", &self.message)
             .field("events", &self.events.len())
             .field("transmits", &self.transmits.len())
-            .field("error", &self.error)
+            .field("error", &self.error())
+            .field("expired", &self.expired)
             .finish_non_exhaustive()
     }
 }

@@ -395,6 +395,13 @@ impl Codec {
         deflate_into(c, input)
     }
 
+    /// Drops a dedicated compressor; the next message starts a fresh
+    /// stream, without references to earlier messages, which the peer's
+    /// decompressor (keeping its window) takes like any other (§7.2.3.2).
+    pub(crate) fn release_compressor(&mut self) {
+        self.compressor = None;
+    }
+
     /// Inflates a whole message (§7.2.2), failing with 1009 the moment the
     /// output would exceed `limit`.
     pub(crate) fn decompress(

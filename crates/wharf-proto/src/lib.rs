@@ -46,16 +46,18 @@ pub mod handshake;
 mod limits;
 pub mod mask;
 mod message;
+mod timer;
 mod utf8;
 
 pub use close::{CloseCode, CloseFrame, MAX_REASON_LEN};
-pub use connection::{Connection, Event, Role, SendError, State};
+pub use connection::{Connection, Event, MAX_EVENTS, MAX_PONGS, Role, SendError, State};
 pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::ProtocolError;
 pub use frame::{OpCode, Transmit};
 pub use handshake::{Handshake, Reject};
 pub use limits::Limits;
 pub use message::{Message, Utf8Bytes};
+pub use timer::{Expired, Timeouts};
 pub use utf8::{InvalidUtf8, Utf8Validator};
 
 #[cfg(test)]

@@ -95,6 +95,7 @@ impl Server {
                     interval: Duration::from_secs(30),
                     timeout: Duration::from_secs(20),
                 }),
+                write_timeout: Some(Duration::from_secs(30)),
                 keep_headers: false,
                 stats: Stats::default(),
                 hub: Hub::new(),
@@ -157,6 +158,17 @@ impl Server {
     #[must_use]
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         Arc::make_mut(&mut self.settings).close_timeout = timeout;
+        self
+    }
+
+    /// How long queued output may wait with no byte taken by the socket
+    /// (default 30 s): a peer that stops reading, or holds its TCP window at
+    /// zero, is then dropped with its queue
+    /// ([`Disconnect::TimedOut`](crate::Disconnect::TimedOut), counted in
+    /// `write_timeouts`). `None` turns it off.
+    #[must_use]
+    pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
+        Arc::make_mut(&mut self.settings).write_timeout = timeout;
         self
     }
 
@@ -675,7 +687,8 @@ fn open(
     handler: Option<&ConnectionHandler>,
 ) -> (Arc<Shared>, Option<Handling>, Option<Connection>) {
     Counters::add(&settings.stats.counters().connections_total, 1);
-    let mut proto = wharf_proto::Connection::server(settings.limits);
+    let mut proto = wharf_proto::Connection::server(settings.limits)
+        .with_timeouts(settings.timeouts(), std::time::Instant::now());
     if let Some(params) = meta.deflate {
         proto = proto.with_deflate(params);
     }

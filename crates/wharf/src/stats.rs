@@ -30,6 +30,8 @@ pub(crate) struct Counters {
     pub(crate) slow_client_drops: AtomicU64,
     pub(crate) protocol_errors: AtomicU64,
     pub(crate) timeouts: AtomicU64,
+    pub(crate) write_timeouts: AtomicU64,
+    pub(crate) handler_panics: AtomicU64,
     pub(crate) refusals: Mutex<BTreeMap<(u16, String), u64>>,
 }
 
@@ -53,8 +55,15 @@ pub struct Snapshot {
     pub slow_client_drops: u64,
     /// Connections failed for a protocol violation or exceeded limit.
     pub protocol_errors: u64,
-    /// Connections dropped by the close timeout or keepalive.
+    /// Connections dropped by a deadline: close timeout, keepalive, or
+    /// the write timeout (also counted in `write_timeouts`).
     pub timeouts: u64,
+    /// Connections dropped because their queued output waited longer than
+    /// the write timeout with no byte written.
+    pub write_timeouts: u64,
+    /// Connection handlers that panicked (their connections were closed
+    /// with 1011).
+    pub handler_panics: u64,
     /// Refused upgrades, by status and reason.
     pub refusals: BTreeMap<(u16, String), u64>,
 }
@@ -74,6 +83,8 @@ impl Stats {
             slow_client_drops: get(&c.slow_client_drops),
             protocol_errors: get(&c.protocol_errors),
             timeouts: get(&c.timeouts),
+            write_timeouts: get(&c.write_timeouts),
+            handler_panics: get(&c.handler_panics),
             refusals: c.refusals.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }

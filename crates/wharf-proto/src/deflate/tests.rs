@@ -305,11 +305,17 @@ fn round_trip(p: DeflateParams, messages: &[Message], chunk: usize) -> (Vec<Even
     };
     let feed = |c: &mut Connection, wire: &[u8]| {
         let mut buf = BytesMut::new();
+        let mut events = Vec::new();
         for piece in wire.chunks(chunk.max(1)) {
             buf.extend_from_slice(piece);
             c.receive(&mut buf).unwrap();
+            events.extend(std::iter::from_fn(|| c.poll_event()));
+            while c.receive_pending() {
+                c.receive(&mut buf).unwrap();
+                events.extend(std::iter::from_fn(|| c.poll_event()));
+            }
         }
-        std::iter::from_fn(|| c.poll_event()).collect::<Vec<_>>()
+        events
     };
     let to_server = drain(&mut client);
     let to_client = drain(&mut server);

@@ -213,6 +213,9 @@ pub(crate) struct Inner {
     /// Kept here, where it costs no space, rather than in the driver, whose
     /// future must stay within 128 bytes.
     pub(crate) write_shut: bool,
+    /// The handler's `Connection` is gone: nobody calls `recv`, so the
+    /// driver takes the events itself.
+    pub(crate) detached: bool,
     /// Messages dropped under [`SlowClient::Drop`] (saturating): 32 bits fit
     /// in this struct's padding.
     dropped: u32,
@@ -249,6 +252,7 @@ impl Shared {
                 driver_waker: None,
                 read_paused: false,
                 write_shut: false,
+                detached: false,
                 dropped: 0,
                 ended: None,
                 state_tx: None,
@@ -265,7 +269,7 @@ impl Shared {
     /// Queues an encoded frame under the slow-client policy.
     pub(crate) fn send_encoded(&self, t: Transmit) -> Result<(), SendError> {
         let mut inner = self.lock();
-        if inner.proto.state() != State::Open {
+        if inner.proto.state() != State::Open || inner.ended.is_some() {
             return Err(SendError::Closed);
         }
         if self.over_bound(&inner, t.len()) {
@@ -352,6 +356,25 @@ impl Inner {
 
     pub(crate) fn buffered(&self) -> usize {
         self.proto.buffered_amount() + self.writing
+    }
+
+    /// Takes and drops every event, parsing on what `receive` left in
+    /// `buf` behind them: for a connection nobody receives from, so that
+    /// the peer's close is reached and answered.
+    pub(crate) fn drain(&mut self, buf: &mut bytes::BytesMut) {
+        loop {
+            let mut closed = false;
+            while let Some(event) = self.proto.poll_event() {
+                closed |= matches!(event, Event::Close(_));
+            }
+            if closed {
+                self.publish_state();
+            }
+            if !self.proto.receive_pending() {
+                return;
+            }
+            let _ = self.proto.receive(buf);
+        }
     }
 
     fn ready_state(&self) -> ReadyState {
@@ -506,6 +529,10 @@ impl Client {
 
     fn send_with(&self, message: Message, compress: bool) -> Result<(), SendError> {
         let mut inner = self.shared.lock();
+        if inner.ended.is_some() {
+            // Reset or timed out: the core never saw a close.
+            return Err(SendError::Closed);
+        }
         if inner.proto.state() == State::Open && self.shared.over_bound(&inner, message.len()) {
             return Err(self.shared.overflow(&mut inner));
         }
@@ -529,6 +556,9 @@ impl Client {
     /// (1005, 1006, 1015, out of range).
     pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), SendError> {
         let mut inner = self.shared.lock();
+        if inner.ended.is_some() {
+            return Err(SendError::Closed);
+        }
         inner.proto.close(code, reason)?;
         inner.wake_driver();
         inner.publish_state();
@@ -639,9 +669,22 @@ impl Deref for Connection {
     }
 }
 
+/// The handler is done with the connection: the driver takes what arrives
+/// from now on (completing the close handshake), and a connection still
+/// open is closed with 1000.
 impl Drop for Connection {
     fn drop(&mut self) {
         let mut inner = self.client.shared.lock();
+        inner.detached = true;
+        while let Some(event) = inner.proto.poll_event() {
+            if matches!(event, Event::Close(_)) {
+                inner.publish_state();
+            }
+        }
+        if inner.proto.receive_pending() || inner.proto.buffered_amount() > 0 {
+            // What `receive` left behind, or a close echo just queued.
+            inner.wake_driver();
+        }
         if inner.proto.state() == State::Open && inner.ended.is_none() {
             let _ = inner.proto.close(CloseCode::NORMAL, "");
             inner.wake_driver();

@@ -3,9 +3,19 @@
 //! It reads into a reused buffer that the core parses and unmasks in place,
 //! moves data messages to the handle's inbox, and writes every queued frame
 //! with vectored writes, many frames per syscall. It reads no more while
-//! events wait for `recv`, so a handler that does not call `recv` pushes back
-//! on the peer through TCP instead of growing memory, and replies to one
-//! read's messages go out together in the next write.
+//! events wait for `recv` (unless the input is over, to see the peer's FIN),
+//! nor while the socket refuses its output, so a handler that does not call
+//! `recv`, or a peer that does not read, pushes back through TCP instead of
+//! growing memory; replies to one read's messages go out together in the
+//! next write. One poll reads at most `READ_BUDGET` bytes, so a peer that
+//! sends without pause delays only its own connection.
+//!
+//! The driver owns the protocol: pings are answered and pongs taken by the
+//! core without the handler; once the handler has dropped its
+//! `Connection`, the driver takes the remaining events itself, so the close
+//! handshake completes. It sleeps until the core's next deadline
+//! (`poll_timeout`: keepalive, close, write progress) and hands the core the
+//! time; an expired deadline ends the connection.
 //!
 //! Once the core is `Closed` and the queue is flushed, the driver shuts the
 //! write side (the server closes TCP first, RFC 6455 §7.1.1) and discards
@@ -16,16 +26,17 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::IoSlice;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
-use wharf_proto::{CloseCode, DeflateConfig, Limits, State, Transmit};
+use tokio::time::Sleep;
+use wharf_proto::{CloseCode, DeflateConfig, Expired, Limits, Timeouts, Transmit};
 
 use super::{End, Shared, SlowClient};
 use crate::error::Disconnect;
@@ -43,10 +54,26 @@ pub(crate) struct Settings {
     pub(crate) deflate: Option<DeflateConfig>,
     pub(crate) close_timeout: Duration,
     pub(crate) keepalive: Option<Keepalive>,
+    /// How long queued output may wait with no byte written.
+    pub(crate) write_timeout: Option<Duration>,
     pub(crate) keep_headers: bool,
     pub(crate) stats: Stats,
     /// The server's registry of connections and rooms.
     pub(crate) hub: Hub,
+}
+
+impl Settings {
+    /// The core's deadlines.
+    pub(crate) fn timeouts(&self) -> Timeouts {
+        let mut t = Timeouts::default().close(self.close_timeout);
+        if let Some(k) = self.keepalive {
+            t = t.keepalive(k.interval, k.timeout);
+        }
+        if let Some(w) = self.write_timeout {
+            t = t.write(w);
+        }
+        t
+    }
 }
 
 /// Ping after `interval` of silence; give up after `timeout` more.
@@ -54,18 +81,6 @@ pub(crate) struct Settings {
 pub(crate) struct Keepalive {
     pub(crate) interval: Duration,
     pub(crate) timeout: Duration,
-}
-
-pin_project_lite::pin_project! {
-    /// The keepalive timer. It is re-armed lazily: reads only record the
-    /// time, and the timer, when it fires, works out what is due. Boxed
-    /// with its timer, so that a connection's task stays small.
-    struct Idle {
-        #[pin]
-        sleep: Sleep,
-        last_read: Instant,
-        pinged: bool,
-    }
 }
 
 /// Frames the socket did not take yet, while it is full.
@@ -97,6 +112,12 @@ const CORK_MAX: usize = 512;
 const POOL: usize = 64;
 /// Larger read buffers are not kept.
 const POOL_MAX: usize = 256 * 1024;
+/// The most bytes of read buffers a thread keeps for reuse.
+const POOL_BYTES: usize = 1 << 20;
+/// The most bytes one poll of a driver reads; then it yields.
+const READ_BUDGET: usize = 256 * 1024;
+/// The most rounds of one poll of a driver; then it yields.
+const MAX_ROUNDS: usize = 64;
 
 thread_local! {
     /// The cork buffer: small frames of one vectored write, copied together.
@@ -113,6 +134,8 @@ thread_local! {
     /// reused once they are dropped (`BytesMut::try_reclaim`), so a steady
     /// stream of messages cycles through the same few allocations.
     static READ_BUFS: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    /// The capacity of the buffers in `READ_BUFS`, at most `POOL_BYTES`.
+    static READ_BUFS_BYTES: Cell<usize> = const { Cell::new(0) };
     /// Set while a `Task` polls its driver with its handler polled next, in
     /// the same turn: `recv` waiting in that handler needs no wake (a wake
     /// would only poll the task once more).
@@ -132,10 +155,16 @@ enum Segment {
 struct Status {
     /// Closed, every frame taken.
     finished: bool,
-    /// Our close frame is out; waiting for the peer's.
-    closing: bool,
     /// Events wait for `recv`: read no more.
     paused: bool,
+    /// `receive` stopped early and nothing waits: parse the rest.
+    reparse: bool,
+    /// Output waited unwritten at the last flush.
+    stalled: bool,
+    /// A deadline ended the connection.
+    expired: Option<Expired>,
+    /// The core's next deadline.
+    deadline: Option<Instant>,
 }
 
 /// What a flush did.
@@ -176,13 +205,67 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Task<S> {
             return;
         };
         if let Poll::Ready(why) = driver.poll_drive(cx) {
-            let shared = &driver.shared;
-            shared.stats().flush(shared.key(), true);
-            shared.settings.hub.remove(shared.id);
-            tracing::debug!(id = shared.id, peer = %shared.info.peer(), ?why, "connection closed");
+            retire(&driver.shared, &why);
             self.driver = None;
         }
     }
+
+    /// Polls the handler. A panic in it is caught here: it is logged, the
+    /// connection is closed with 1011, and the handler is dropped, while the
+    /// driver finishes the close handshake.
+    fn poll_handler(&mut self, cx: &mut Context<'_>) {
+        let Some(handler) = &mut self.handler else {
+            return;
+        };
+        match std::panic::catch_unwind(AssertUnwindSafe(|| handler.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => {}
+            Ok(Poll::Ready(())) => self.handler = None,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("a non-string payload");
+                if let Some(driver) = &self.driver {
+                    let shared = &driver.shared;
+                    tracing::error!(id = shared.id, peer = %shared.info.peer(), panic = what, "connection handler panicked; closing with 1011");
+                    Counters::add(&shared.stats().handler_panics, 1);
+                    let mut inner = shared.lock();
+                    let _ = inner
+                        .proto
+                        .close(CloseCode::INTERNAL_ERROR, "internal error");
+                    inner.wake_driver();
+                    inner.publish_state();
+                }
+                self.handler = None;
+            }
+        }
+    }
+}
+
+/// Whatever ends a connection's task — its driver's end, a panic, the
+/// task's cancellation, the runtime's shutdown — the connection leaves the
+/// hub and its counters are settled.
+impl<S> Drop for Task<S> {
+    fn drop(&mut self) {
+        if let Some(driver) = self.driver.take() {
+            let why = {
+                let mut inner = driver.shared.lock();
+                inner.ended.get_or_insert(End::Reset);
+                inner.publish_state();
+                inner.wake_recv();
+                inner.disconnect().unwrap_or(Disconnect::Reset)
+            };
+            retire(&driver.shared, &why);
+        }
+    }
+}
+
+/// Takes an ended connection out of the hub and the counters.
+fn retire(shared: &Shared, why: &Disconnect) {
+    shared.stats().flush(shared.key(), true);
+    shared.settings.hub.remove(shared.id);
+    tracing::debug!(id = shared.id, peer = %shared.info.peer(), ?why, "connection closed");
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Future for Task<S> {
@@ -197,10 +280,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Task<S> {
         HANDLER_NEXT.set(this.handler.is_some());
         this.poll_driver(cx);
         HANDLER_NEXT.set(false);
-        if let Some(handler) = &mut this.handler {
-            if handler.as_mut().poll(cx).is_ready() {
-                this.handler = None;
-            }
+        if this.handler.is_some() {
+            this.poll_handler(cx);
             this.poll_driver(cx);
         }
         if let Some(driver) = &this.driver {
@@ -255,22 +336,15 @@ pub(crate) struct Driver<S> {
     frame_rest: u32,
     /// Frames the socket did not take: `Some` only while it is full.
     unwritten: Option<Box<Unwritten>>,
-    deadline: Option<Pin<Box<Sleep>>>,
-    idle: Option<Pin<Box<Idle>>>,
+    /// Sleeps until the core's next deadline (or earlier: it is moved
+    /// only to an earlier instant, and re-armed when it fires).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     /// `read_buf` holds bytes already read past the upgrade request; they are
     /// parsed before the first socket read.
     pub(crate) fn new(io: S, shared: Arc<Shared>, read_buf: BytesMut) -> Self {
-        let now = Instant::now();
-        let idle = shared.settings.keepalive.map(|keepalive| {
-            Box::pin(Idle {
-                sleep: tokio::time::sleep_until(now + keepalive.interval),
-                last_read: now,
-                pinged: false,
-            })
-        });
         let mut driver = Self {
             io,
             shared,
@@ -278,17 +352,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             read_chunk: MIN_READ as u32,
             frame_rest: 0,
             unwritten: None,
-            deadline: None,
-            idle,
+            timer: None,
         };
         if !driver.read_buf.is_empty() {
-            driver.process(None);
+            driver.process(None, None);
         }
         driver
     }
 
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Disconnect> {
-        loop {
+        let mut budget = READ_BUDGET;
+        for _ in 0..MAX_ROUNDS {
             let mut progress = false;
             let (status, flush) = self.flush(cx);
             match flush {
@@ -296,26 +370,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Flush::Failed => return Poll::Ready(self.end(End::Reset)),
                 Flush::Empty | Flush::Blocked => {}
             }
+            if let Some(why) = status.expired {
+                return Poll::Ready(self.expire(cx, why));
+            }
             if status.finished && self.unwritten.is_none() {
-                return self.poll_linger(cx);
+                return self.poll_linger(cx, status.deadline);
             }
-            if status.closing && self.poll_deadline(cx).is_ready() {
-                return Poll::Ready(self.end(End::TimedOut));
+            if self.poll_timer(cx, status.deadline) {
+                continue;
             }
-            match self.poll_idle(cx) {
-                Poll::Ready(true) => continue,
-                Poll::Ready(false) => {
-                    // Best effort: the close frame goes out if the socket
-                    // takes it now; a silent peer gets no more time.
-                    self.flush(cx);
-                    return Poll::Ready(self.end(End::TimedOut));
+            if status.reparse {
+                self.process(None, None);
+                progress = true;
+            } else if !status.paused && self.unwritten.is_none() {
+                if budget == 0 {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
-                Poll::Pending => {}
-            }
-            if !status.paused {
                 match self.poll_read(cx) {
-                    Poll::Ready(true) => progress = true,
-                    Poll::Ready(false) => return Poll::Ready(self.end(End::Reset)),
+                    Poll::Ready(Some(n)) => {
+                        budget = budget.saturating_sub(n);
+                        progress = true;
+                    }
+                    Poll::Ready(None) => return Poll::Ready(self.end(End::Reset)),
                     Poll::Pending => {}
                 }
             }
@@ -323,16 +400,62 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 return Poll::Pending;
             }
         }
+        // Work is left: let the other tasks of this thread run first.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
-    /// Reads once and feeds the core: `Ready(false)` at the end of input.
-    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
+    /// Ends a connection whose deadline passed. After a keepalive timeout
+    /// the close frame goes out if the socket takes it now; a silent peer
+    /// gets no more time.
+    fn expire(&mut self, cx: &mut Context<'_>, why: Expired) -> Disconnect {
+        if why == Expired::Keepalive {
+            self.flush(cx);
+        }
+        if why == Expired::Write {
+            Counters::add(&self.shared.stats().write_timeouts, 1);
+        }
+        self.end(End::TimedOut)
+    }
+
+    /// Sleeps until `deadline`; when the timer fires, hands the core the
+    /// time. Returns whether it fired (the core may have queued a ping or
+    /// ended the connection).
+    fn poll_timer(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> bool {
+        let Some(at) = deadline.map(tokio::time::Instant::from_std) else {
+            self.timer = None;
+            return false;
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if timer.deadline() > at {
+            timer.as_mut().reset(at);
+        }
+        if timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        let now = Instant::now();
+        let mut inner = self.shared.lock();
+        inner.proto.handle_timeout(now);
+        let next = inner.proto.poll_timeout();
+        drop(inner);
+        match next {
+            Some(next) => timer.as_mut().reset(tokio::time::Instant::from_std(next)),
+            None => self.timer = None,
+        }
+        true
+    }
+
+    /// Reads once and feeds the core: `Ready(Some(bytes read))`, or
+    /// `Ready(None)` at the end of input.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Option<usize>> {
         let rest = self.frame_rest as usize;
         let limit = self.make_room(rest);
         let chunk = self.read_chunk as usize;
         let mut buf = (&mut self.read_buf).limit(limit);
         match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut buf) {
-            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(false),
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(None),
             Poll::Ready(Ok(n)) => {
                 if rest == 0 {
                     if n == limit && chunk < MAX_READ {
@@ -342,13 +465,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         self.read_chunk = MAX_READ as u32;
                     }
                 }
-                if let Some(idle) = &mut self.idle {
-                    let idle = idle.as_mut().project();
-                    *idle.last_read = Instant::now();
-                    *idle.pinged = false;
-                }
-                self.process(Some(cx.waker()));
-                Poll::Ready(true)
+                let now = self.shared.settings.keepalive.map(|_| Instant::now());
+                self.process(Some(cx.waker()), now);
+                Poll::Ready(Some(n))
             }
             Poll::Pending => {
                 self.release_read_buf();
@@ -376,12 +495,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             // A buffer from the pool, or a new one; the partial frame (if
             // any) moves to it.
             let want = if rest == 0 { chunk } else { rest };
-            let mut fresh = READ_BUFS
-                .with(|p| {
-                    let mut pool = p.borrow_mut();
-                    let i = pool.iter_mut().rposition(|b| b.try_reclaim(len + enough))?;
-                    Some(pool.swap_remove(i))
-                })
+            let mut fresh = take_read_buf(len + enough)
                 .unwrap_or_else(|| BytesMut::with_capacity((len + want).max(chunk)));
             fresh.extend_from_slice(&self.read_buf);
             let mut old = std::mem::replace(&mut self.read_buf, fresh);
@@ -412,6 +526,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         self.shared.stats().flush(self.shared.key(), false);
         BATCH.with(|batch| {
             let mut batch = batch.borrow_mut();
+            // Shared by every connection of the thread: it must hold
+            // nothing between two flushes.
+            debug_assert!(batch.is_empty(), "a write batch leaked between connections");
             let mut offset = 0;
             if let Some(unwritten) = &mut self.unwritten {
                 batch.extend(unwritten.frames.drain(..));
@@ -422,7 +539,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 return (status, Flush::Empty);
             }
             let flush = match poll_write(&mut self.io, cx, &batch, offset) {
-                Poll::Pending => Flush::Blocked,
+                Poll::Pending => {
+                    if !status.stalled {
+                        let mut inner = self.shared.lock();
+                        inner.proto.handle_written(Instant::now(), false, true);
+                    }
+                    Flush::Blocked
+                }
                 Poll::Ready(None) => Flush::Failed,
                 Poll::Ready(Some(written)) => {
                     let mut left = offset + written;
@@ -438,8 +561,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     }
                     batch.drain(..n);
                     offset = left;
-                    if done > 0 {
-                        self.shared.lock().writing -= done;
+                    let rest = !batch.is_empty();
+                    if done > 0 || rest || status.stalled {
+                        let mut inner = self.shared.lock();
+                        inner.writing -= done;
+                        if rest || status.stalled {
+                            inner.proto.handle_written(Instant::now(), true, rest);
+                        }
                     }
                     Flush::Wrote
                 }
@@ -471,22 +599,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             Some(w) if w.will_wake(cx.waker()) => {}
             _ => inner.driver_waker = Some(cx.waker().clone()),
         }
-        inner.read_paused = inner.proto.has_events();
+        if inner.proto.needs_time() {
+            inner.proto.handle_timeout(Instant::now());
+        }
+        let events = inner.proto.has_events();
+        inner.read_paused = events;
         Status {
             finished: inner.proto.is_finished(),
-            closing: inner.proto.state() == State::Closing,
-            paused: inner.read_paused,
+            // Past the end of input, reading only looks for the peer's FIN.
+            paused: events && !inner.proto.is_input_done(),
+            reparse: !events && inner.proto.receive_pending(),
+            stalled: inner.proto.is_stalled(),
+            expired: inner.proto.expired(),
+            deadline: inner.proto.poll_timeout(),
         }
     }
 
-    /// Feeds the read buffer to the core and wakes `recv` if it has events,
-    /// unless `recv` waits in this task's handler, polled next (`own` is
-    /// this task's waker).
-    fn process(&mut self, own: Option<&Waker>) {
+    /// Feeds the read buffer to the core (input that arrived at `now`, if
+    /// the time matters) and wakes `recv` if it has events, unless `recv`
+    /// waits in this task's handler, polled next (`own` is this task's
+    /// waker). Without a handler (its `Connection` dropped), the events are
+    /// taken and dropped here, so that the close handshake completes.
+    fn process(&mut self, own: Option<&Waker>, now: Option<Instant>) {
         let mut inner = self.shared.lock();
+        if let Some(now) = now {
+            inner.proto.handle_input(now);
+        }
         let _ = inner.proto.receive(&mut self.read_buf);
+        if inner.detached {
+            inner.drain(&mut self.read_buf);
+        }
         let rest = inner.proto.input_needed();
-        if inner.proto.has_events() || inner.proto.state() == State::Closed {
+        if inner.proto.has_events() || inner.proto.state() == wharf_proto::State::Closed {
             let polled_next = HANDLER_NEXT.get()
                 && own
                     .is_some_and(|own| inner.recv_waker.as_ref().is_some_and(|w| w.will_wake(own)));
@@ -503,8 +647,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// After the close handshake (or a failure): shut the write side, then
-    /// discard input until the peer's FIN or the close timeout.
-    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<Disconnect> {
+    /// discard input until the peer's FIN or the close deadline.
+    fn poll_linger(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> Poll<Disconnect> {
         if !self.shared.lock().write_shut {
             match Pin::new(&mut self.io).poll_shutdown(cx) {
                 Poll::Ready(_) => self.shared.lock().write_shut = true,
@@ -514,7 +658,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         self.read_buf.clear();
         self.release_read_buf();
         let mut discard = [0u8; 256];
+        let mut rounds = 0;
         loop {
+            if rounds == MAX_ROUNDS {
+                // A peer that keeps sending: come back after the others.
+                cx.waker().wake_by_ref();
+                break;
+            }
+            rounds += 1;
             let mut buf = ReadBuf::new(&mut discard);
             match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
                 Poll::Ready(Ok(())) if buf.filled().is_empty() => {
@@ -525,60 +676,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Poll::Pending => break,
             }
         }
-        match self.poll_deadline(cx) {
-            Poll::Ready(()) => Poll::Ready(self.end(End::Reset)),
-            Poll::Pending => Poll::Pending,
+        let mut deadline = deadline;
+        while self.poll_timer(cx, deadline) {
+            let inner = self.shared.lock();
+            if inner.proto.expired().is_some() {
+                drop(inner);
+                return Poll::Ready(self.end(End::Reset));
+            }
+            deadline = inner.proto.poll_timeout();
         }
-    }
-
-    /// Runs the keepalive timer: `Ready(true)` when a ping was queued,
-    /// `Ready(false)` when the peer stayed silent past the timeout (a close
-    /// frame with 1001 is then queued), `Pending` otherwise.
-    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
-        let (Some(idle), Some(k)) = (&mut self.idle, self.shared.settings.keepalive) else {
-            return Poll::Pending;
-        };
-        loop {
-            let mut idle = idle.as_mut().project();
-            ready!(idle.sleep.as_mut().poll(cx));
-            let now = Instant::now();
-            let silent_until = *idle.last_read + k.interval;
-            if now < silent_until {
-                idle.sleep.as_mut().reset(silent_until);
-                continue;
-            }
-            if !*idle.pinged {
-                *idle.pinged = true;
-                idle.sleep.as_mut().reset(silent_until + k.timeout);
-                // Silent for a whole interval: give back the core's queues.
-                self.read_chunk = MIN_READ as u32;
-                let mut inner = self.shared.lock();
-                inner.proto.shrink();
-                if inner.proto.ping(Bytes::new()).is_ok() {
-                    inner.wake_driver();
-                }
-                return Poll::Ready(true);
-            }
-            if now < silent_until + k.timeout {
-                idle.sleep.as_mut().reset(silent_until + k.timeout);
-                continue;
-            }
-            self.idle = None;
-            let mut inner = self.shared.lock();
-            inner.proto.discard_transmits();
-            let _ = inner
-                .proto
-                .close(CloseCode::GOING_AWAY, "keepalive timeout");
-            return Poll::Ready(false);
-        }
-    }
-
-    fn poll_deadline(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let timeout = self.shared.settings.close_timeout;
-        self.deadline
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(Instant::now() + timeout)))
-            .as_mut()
-            .poll(cx)
+        Poll::Pending
     }
 
     /// Records how the connection ended and wakes the handle; the core's
@@ -601,19 +708,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 }
 
 /// Keeps an emptied read buffer for reuse, unless it is too large to keep.
+/// A thread keeps at most `POOL` buffers and `POOL_BYTES` of them: the
+/// oldest go first (they may never fit what is asked now).
 fn put_read_buf(buf: BytesMut) {
     // Not an empty handle (a connection's first buffer): it could never be
     // reused, and would only lengthen every search of the pool.
-    if (1..=POOL_MAX).contains(&buf.capacity()) {
+    let cap = buf.capacity();
+    if (1..=POOL_MAX).contains(&cap) {
         READ_BUFS.with(|p| {
             let mut pool = p.borrow_mut();
-            if pool.len() == POOL {
-                // The oldest goes: it may never fit what is asked now.
-                pool.remove(0);
+            let mut bytes = READ_BUFS_BYTES.get() + cap;
+            while !pool.is_empty() && (pool.len() >= POOL || bytes > POOL_BYTES) {
+                bytes -= pool.remove(0).capacity();
             }
             pool.push(buf);
+            READ_BUFS_BYTES.set(bytes);
         });
     }
+}
+
+/// Takes a buffer of at least `want` bytes from the pool, if one is free.
+fn take_read_buf(want: usize) -> Option<BytesMut> {
+    READ_BUFS.with(|p| {
+        let mut pool = p.borrow_mut();
+        let i = pool.iter_mut().rposition(|b| b.try_reclaim(want))?;
+        let buf = pool.swap_remove(i);
+        // Counted at the capacity it had when kept.
+        READ_BUFS_BYTES.set(READ_BUFS_BYTES.get().saturating_sub(buf.capacity()));
+        Some(buf)
+    })
 }
 
 /// Writes as much of `batch` (less its first `offset` bytes) as the socket

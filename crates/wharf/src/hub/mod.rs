@@ -207,16 +207,22 @@ impl Hub {
         }
     }
 
+    /// Registers a connection. If `close_all` has begun, it is closed too:
+    /// the flag is read after the insertion, under the table's lock, so a
+    /// connection is either seen by `close_all`'s snapshot or sees the flag.
     pub(crate) fn insert(&self, client: Client) {
-        let closing = self.inner.closing.load(Ordering::SeqCst);
-        if closing {
-            let _ = client.close(CloseCode::GOING_AWAY, "server shutting down");
-        }
         let entry = Entry {
             client: client.clone(),
             rooms: None,
         };
-        write(&self.inner.clients).insert(client.id(), entry);
+        let closing = {
+            let mut clients = write(&self.inner.clients);
+            clients.insert(client.id(), entry);
+            self.inner.closing.load(Ordering::SeqCst)
+        };
+        if closing {
+            let _ = client.close(CloseCode::GOING_AWAY, "server shutting down");
+        }
     }
 
     pub(crate) fn remove(&self, id: u64) {

@@ -194,7 +194,9 @@ pub(crate) async fn serve(mut conn: Connection, hub: Hub) {
         id: conn.id(),
         room: None,
     };
-    let _ = conn.send(
+    // Uncompressed: a dedicated compressor is allocated only for the
+    // room's traffic, if any comes.
+    let _ = conn.send_uncompressed(
         Out::Welcome {
             id: session.id,
             protocol: PROTOCOL,

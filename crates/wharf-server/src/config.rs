@@ -72,12 +72,12 @@ pub struct Settings {
     pub static_dir: Option<PathBuf>,
 
     /// The largest WebSocket message accepted; a bigger one closes the
-    /// connection with 1009 [default: 1MiB]
+    /// connection with 1009 [default: 64KiB in chat mode, else 1MiB]
     #[arg(long, env = "WHARF_MAX_MESSAGE_SIZE", value_name = "SIZE", value_parser = parse_size)]
     pub max_message_size: Option<usize>,
 
     /// The largest WebSocket frame accepted; a bigger one closes the
-    /// connection with 1009 [default: 1MiB]
+    /// connection with 1009 [default: 64KiB in chat mode, else 1MiB]
     #[arg(long, env = "WHARF_MAX_FRAME_SIZE", value_name = "SIZE", value_parser = parse_size)]
     pub max_frame_size: Option<usize>,
 
@@ -110,6 +110,11 @@ pub struct Settings {
     /// How long to wait for the close handshake to finish [default: 10s]
     #[arg(long, env = "WHARF_CLOSE_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
     pub close_timeout: Option<Duration>,
+
+    /// Drop a client whose queued messages wait this long with no byte
+    /// written (it stopped reading); 0 or "off" turns it off [default: 30s]
+    #[arg(long, env = "WHARF_WRITE_TIMEOUT", value_name = "DURATION", value_parser = parse_interval)]
+    pub write_timeout: Option<Duration>,
 
     /// Ping a connection silent for this long; 0 or "off" turns keepalive
     /// off [default: 30s]
@@ -197,6 +202,8 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// How long the close handshake may take.
     pub close_timeout: Duration,
+    /// How long queued output may wait unwritten; zero turns it off.
+    pub write_timeout: Duration,
     /// Keepalive ping interval; zero turns keepalive off.
     pub ping_interval: Duration,
     /// How long a pinged connection may stay silent.
@@ -211,14 +218,15 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 3400)),
             mode: Mode::Chat,
             static_dir: None,
-            max_message_size: 1 << 20,
-            max_frame_size: 1 << 20,
+            max_message_size: CHAT_MAX_MESSAGE,
+            max_frame_size: CHAT_MAX_MESSAGE,
             max_fragments: 4096,
             max_backpressure: 1 << 20,
             slow_client: SlowClientPolicy::Close,
             deflate: DeflateMode::Shared,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
             ping_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(20),
             log_level: "info".to_owned(),
@@ -281,6 +289,10 @@ impl std::error::Error for ConfigError {
 }
 
 /// The file keys, in the order `--print-config` writes them.
+/// The chat mode's message and frame limit: its messages are at most a few
+/// KiB of JSON (docs/PROTOCOL.md).
+const CHAT_MAX_MESSAGE: usize = 64 << 10;
+
 const KEYS: &[&str] = &[
     "listen",
     "mode",
@@ -293,6 +305,7 @@ const KEYS: &[&str] = &[
     "deflate",
     "handshake-timeout",
     "close-timeout",
+    "write-timeout",
     "ping-interval",
     "ping-timeout",
     "log-level",
@@ -306,6 +319,8 @@ impl Config {
     /// If the file cannot be read or holds an invalid setting.
     pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
         let mut config = Self::default();
+        let mut sized = cli.settings.max_message_size.is_some();
+        let mut framed = cli.settings.max_frame_size.is_some();
         if let Some(path) = &cli.config {
             let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
                 file: path.clone(),
@@ -315,9 +330,24 @@ impl Config {
                 message: "cannot read the file".to_owned(),
                 source: Some(e),
             })?;
-            config.apply(Self::parse_file(&text, path)?);
+            let file = Self::parse_file(&text, path)?;
+            sized |= file.max_message_size.is_some();
+            framed |= file.max_frame_size.is_some();
+            config.apply(file);
         }
         config.apply(cli.settings.clone());
+        // The chat protocol's messages are small; the benchmark modes relay
+        // whatever they are sent.
+        let default = match config.mode {
+            Mode::Chat => CHAT_MAX_MESSAGE,
+            Mode::Broadcast | Mode::Echo => 1 << 20,
+        };
+        if !sized {
+            config.max_message_size = default;
+        }
+        if !framed {
+            config.max_frame_size = default;
+        }
         Ok(config)
     }
 
@@ -380,6 +410,9 @@ impl Config {
                 "close-timeout" => {
                     settings.close_timeout = Some(duration(value, parse_timeout).map_err(at)?);
                 }
+                "write-timeout" => {
+                    settings.write_timeout = Some(duration(value, parse_interval).map_err(at)?);
+                }
                 "ping-interval" => {
                     settings.ping_interval = Some(duration(value, parse_interval).map_err(at)?);
                 }
@@ -415,6 +448,7 @@ impl Config {
             deflate,
             handshake_timeout,
             close_timeout,
+            write_timeout,
             ping_interval,
             ping_timeout,
             log_level,
@@ -432,6 +466,7 @@ impl Config {
         set(&mut self.deflate, deflate);
         set(&mut self.handshake_timeout, handshake_timeout);
         set(&mut self.close_timeout, close_timeout);
+        set(&mut self.write_timeout, write_timeout);
         set(&mut self.ping_interval, ping_interval);
         set(&mut self.ping_timeout, ping_timeout);
         set(&mut self.log_level, log_level);
@@ -464,12 +499,15 @@ impl Config {
             quote(&fmt_duration(self.handshake_timeout)),
         );
         line("close-timeout", quote(&fmt_duration(self.close_timeout)));
-        let ping = if self.ping_interval.is_zero() {
-            "off".to_owned()
-        } else {
-            fmt_duration(self.ping_interval)
+        let off = |d: Duration| {
+            if d.is_zero() {
+                "off".to_owned()
+            } else {
+                fmt_duration(d)
+            }
         };
-        line("ping-interval", quote(&ping));
+        line("write-timeout", quote(&off(self.write_timeout)));
+        line("ping-interval", quote(&off(self.ping_interval)));
         line("ping-timeout", quote(&fmt_duration(self.ping_timeout)));
         line("log-level", quote(&self.log_level));
         out
@@ -656,7 +694,8 @@ pub(crate) fn parse_timeout(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
-/// The ping interval: a duration, where zero or `off` turns keepalive off.
+/// The ping interval or write timeout: a duration, where zero or `off`
+/// turns it off.
 fn parse_interval(s: &str) -> Result<Duration, String> {
     if s.trim().eq_ignore_ascii_case("off") {
         return Ok(Duration::ZERO);

@@ -145,6 +145,7 @@ fn configure(server: Server, config: &Config, app: Arc<App>) -> Server {
         })
         .handshake_timeout(config.handshake_timeout)
         .close_timeout(config.close_timeout)
+        .write_timeout((!config.write_timeout.is_zero()).then_some(config.write_timeout))
         .keepalive(keepalive);
     if config.mode == Mode::Chat {
         server = server

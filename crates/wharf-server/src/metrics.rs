@@ -74,8 +74,20 @@ pub(crate) fn render(s: &Snapshot, hub: &Hub) -> String {
     metric(
         "wharf_timeouts_total",
         "counter",
-        "Connections dropped by the close timeout or keepalive.",
+        "Connections dropped by a deadline: close timeout, keepalive or write timeout.",
         s.timeouts,
+    );
+    metric(
+        "wharf_write_timeouts_total",
+        "counter",
+        "Connections dropped because their queued messages waited too long unwritten.",
+        s.write_timeouts,
+    );
+    metric(
+        "wharf_handler_panics_total",
+        "counter",
+        "Connection handlers that panicked (their connections were closed with 1011).",
+        s.handler_panics,
     );
     metric(
         "wharf_rooms",

@@ -12,13 +12,53 @@ pub mod limits {
     //! | `Server::max_backpressure` | 1 MiB | under `SlowClient::Close` (default) the send that would cross it is refused with `SendError::Backpressure`, the queued backlog is dropped and the connection is closed with 1008; under `SlowClient::Drop` that message is dropped, counted in `Client::dropped` and refused with `SendError::Dropped` |
     //! | `Server::keepalive` | 30 s, 20 s | a connection silent for 30 s is pinged; silent 20 s more, it gets close 1001 ("keepalive timeout") and its TCP connection is dropped at once ([`Disconnect::TimedOut`](crate::Disconnect::TimedOut)) |
     //! | `Server::handshake_timeout` | 10 s | a request head not complete in time: the TCP connection is dropped (slowloris) |
-    //! | `Server::close_timeout` | 10 s | no close reply, or no FIN after ours: the TCP connection is dropped ([`Disconnect::TimedOut`](crate::Disconnect::TimedOut)) |
+    //! | `Server::close_timeout` | 10 s | from the moment the close handshake starts (either side) or the connection fails, everything must be over: no close reply, no FIN after ours, or a queue the peer does not take: the TCP connection is dropped ([`Disconnect::TimedOut`](crate::Disconnect::TimedOut)) |
+    //! | `Server::write_timeout` | 30 s | queued output waits this long with no byte taken by the socket (a peer that stopped reading, or holds a zero TCP window while trickling input): the queue is dropped and the TCP connection with it ([`Disconnect::TimedOut`](crate::Disconnect::TimedOut), `Stats::write_timeouts`) |
+    //! | pongs waiting to be sent | 16 (`wharf_proto::MAX_PONGS`) | a ping past it replaces the last pong queued (RFC 6455 §5.5.3 lets an endpoint answer only the latest ping); pongs copy their ping's payload, so a ping flood pins no read buffer |
+    //! | events waiting for `recv` | 64 (`wharf_proto::MAX_EVENTS`); one inflated message | parsing stops, the rest stays in the read buffer as wire bytes, and the socket is not read until `recv` takes them: the peer is pushed back through TCP |
+    //! | bytes read per poll | 256 KiB | the connection's task yields; a peer that sends without pause delays only its own connection |
+    //! | read buffers kept per thread | 64 buffers, 1 MiB | older ones are freed |
+    //!
+    //! ## The per-connection budget
+    //!
+    //! What a peer can make the server hold for one connection, whatever it
+    //! sends (pings, pongs, compressed bombs, endless fragments, a frame it
+    //! never finishes, a zero window), is at most
+    //!
+    //! ```text
+    //! M + Q + 2·R + C
+    //! M = max_message_size                  one message assembled (wire bytes), or inflated and
+    //!                                       not yet taken by the handler: never both, since a
+    //!                                       compressed message is inflated only when nothing waits
+    //! Q = max_backpressure + the largest message the application sends
+    //!     + 16 pongs of 127 bytes + one close frame
+    //! R = max(64 KiB, max_frame_size + 14)  the read buffer: wire bytes not yet parsed, uncompressed
+    //!                                       messages waiting (zero-copy views into it), and one
+    //!                                       more still pinned by payloads in the queue
+    //! C = about 1 KiB of connection state, plus with dedicated permessage-deflate
+    //!     (context takeover) up to ~300 KiB of deflate state once used
+    //! ```
+    //!
+    //! The driver reads nothing while events wait for `recv` or while the
+    //! socket refuses its output, so neither a slow handler nor a peer that
+    //! does not read lets input pile up; and every state has a deadline
+    //! (handshake, keepalive, close, write), so no peer holds that budget
+    //! forever without showing life. For the `wharf` binary's defaults (chat:
+    //! 64 KiB messages, 1 MiB queue) that is about 1.3 MiB per connection;
+    //! echo and broadcast (1 MiB messages) about 4 MiB. An idle connection
+    //! holds about 1 KiB. What a handler keeps of the messages it received
+    //! is the application's own memory.
+    //!
+    //! CPU is budgeted too: one poll of a connection reads at most 256 KiB
+    //! and inflates at most one message (`max_message_size` of output), then
+    //! the task yields, so input that is cheap to send and costly to handle
+    //! delays only the connection that sent it. Inflating happens under the
+    //! connection's own lock, which a broadcast to it takes: a broadcaster
+    //! waits at most one message's inflation per receiver.
     //!
     //! Why these values: a chat or pub/sub message is small, so 1 MiB leaves
-    //! room for pasted images while bounding what one connection can make
-    //! the server hold to about three messages (the read buffer, the message
-    //! being assembled and the inbox, which stops reading from the socket when
-    //! it holds a full message). Fragment counts bound per-frame work on
+    //! room for pasted images (the `wharf` binary's chat mode takes 64 KiB,
+    //! which its protocol never exceeds). Fragment counts bound per-frame work on
     //! messages made of empty fragments. Browsers do not fragment what they
     //! send, so 4,096 is generous.
     //!

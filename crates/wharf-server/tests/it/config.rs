@@ -54,17 +54,33 @@ fn defaults_without_any_setting() {
     for line in [
         "listen = \"127.0.0.1:3400\"",
         "mode = \"chat\"",
-        "max-message-size = 1048576",
-        "max-frame-size = 1048576",
+        "max-message-size = 65536",
+        "max-frame-size = 65536",
         "max-backpressure = 1048576",
         "handshake-timeout = \"10s\"",
         "close-timeout = \"10s\"",
+        "write-timeout = \"30s\"",
         "ping-interval = \"30s\"",
         "ping-timeout = \"20s\"",
         "log-level = \"info\"",
     ] {
         assert!(has(&printed, line), "{line:?} not in\n{printed}");
     }
+}
+
+#[test]
+fn message_limits_fit_the_mode_unless_set() {
+    let echo = stdout(&wharf(&["--print-config", "--mode", "echo"], &[]));
+    assert!(has(&echo, "max-message-size = 1048576"), "{echo}");
+    assert!(has(&echo, "max-frame-size = 1048576"), "{echo}");
+    let chat = stdout(&wharf(
+        &["--print-config", "--max-message-size", "2MiB"],
+        &[],
+    ));
+    assert!(has(&chat, "max-message-size = 2097152"), "{chat}");
+    assert!(has(&chat, "max-frame-size = 65536"), "{chat}");
+    let off = stdout(&wharf(&["--print-config", "--write-timeout", "off"], &[]));
+    assert!(has(&off, "write-timeout = \"off\""), "{off}");
 }
 
 #[test]

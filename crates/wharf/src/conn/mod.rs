@@ -671,7 +671,7 @@ impl Deref for Connection {
 
 /// The handler is done with the connection: the driver takes what arrives
 /// from now on (completing the close handshake), and a connection still
-/// open is closed with 1000.
+/// open is closed with 1000 (1011 if the handler is panicking).
 impl Drop for Connection {
     fn drop(&mut self) {
         let mut inner = self.client.shared.lock();
@@ -686,7 +686,15 @@ impl Drop for Connection {
             inner.wake_driver();
         }
         if inner.proto.state() == State::Open && inner.ended.is_none() {
-            let _ = inner.proto.close(CloseCode::NORMAL, "");
+            // Dropped while its handler unwinds from a panic: the server
+            // failed, not the conversation.
+            let _ = if std::thread::panicking() {
+                inner
+                    .proto
+                    .close(CloseCode::INTERNAL_ERROR, "internal error")
+            } else {
+                inner.proto.close(CloseCode::NORMAL, "")
+            };
             inner.wake_driver();
             inner.publish_state();
         }

@@ -4,6 +4,7 @@
 
 mod auto_traits;
 mod backpressure;
+mod bounds;
 mod chat_util;
 mod deflate;
 mod echo;

@@ -184,7 +184,15 @@ impl RawClient {
     /// Connects and completes a valid opening handshake on `/`, asserting
     /// the `101` and its accept key.
     pub(crate) async fn handshake(addr: SocketAddr) -> Self {
-        let mut client = Self::connect(addr).await;
+        Self::handshake_on(Self::connect(addr).await.stream).await
+    }
+
+    /// As [`RawClient::handshake`], on a stream connected by the caller.
+    pub(crate) async fn handshake_on(stream: TcpStream) -> Self {
+        let mut client = Self {
+            stream,
+            buf: Vec::new(),
+        };
         client.write(upgrade_request("/", &[]).as_bytes()).await;
         let res = client.read_response().await;
         assert_eq!(res.status, 101, "{res:?}");

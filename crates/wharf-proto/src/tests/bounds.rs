@@ -225,3 +225,38 @@ fn without_timeouts_nothing_expires() {
     assert_eq!(conn.expired(), None);
     assert_eq!(conn.poll_timeout(), None);
 }
+
+#[test]
+fn a_dedicated_compressor_given_back_when_idle_starts_a_stream_the_peer_takes() {
+    // Context takeover both ways: the peer keeps its window.
+    let params = crate::DeflateParams {
+        server_no_context_takeover: false,
+        client_no_context_takeover: false,
+        server_max_window_bits: 15,
+        client_max_window_bits: 15,
+        level: 6,
+        threshold: 0,
+    };
+    let mut server = Connection::server(Limits::default()).with_deflate(params);
+    let mut client = Connection::client(Limits::default(), || [1, 2, 3, 4]).with_deflate(params);
+    let text = "the same words again and again, the same words again";
+    let mut wire = BytesMut::new();
+    for round in 0..3 {
+        server.send(text.into()).unwrap();
+        if round == 1 {
+            // Gone quiet: the compressor is dropped, and rebuilt on use.
+            server.shrink();
+        }
+        server.send(text.into()).unwrap();
+        wire.extend_from_slice(&sent(&mut server));
+    }
+    let mut got = Vec::new();
+    loop {
+        client.receive(&mut wire).unwrap();
+        got.extend(std::iter::from_fn(|| client.poll_event()));
+        if !client.receive_pending() {
+            break;
+        }
+    }
+    assert_eq!(got, vec![super::text(text); 6]);
+}

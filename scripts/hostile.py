@@ -283,10 +283,14 @@ class WS:
                 if f.opcode == OP_CLOSE:
                     code = f.close_code()
                     if reply:
+                        # Echo the close, then wait for the server's FIN and
+                        # close too, as RFC 6455 section 7.1.1 has a client do.
                         try:
                             await self.send(frame(OP_CLOSE, close_payload(code)), 1.0)
-                        except (OSError, TimeoutError):
-                            pass
+                            while True:
+                                await self.recv_frame(left(deadline))
+                        except (OSError, TimeoutError, Closed):
+                            self.close()
                     return code
         except TimeoutError:
             return "timeout"
@@ -897,7 +901,7 @@ async def fragment_flood(ctx, res, conns=8, cap=20000):
             sent = 1
             t0 = now()
             try:
-                await loop.sock_sendall(ws.sock, first)
+                await asyncio.wait_for(loop.sock_sendall(ws.sock, first), 5)
                 while sent < cap and not closer.done() and now() - t0 < 10:
                     await asyncio.wait_for(loop.sock_sendall(ws.sock, cont), left(t0 + 10))
                     sent += 256
@@ -919,8 +923,12 @@ async def fragment_flood(ctx, res, conns=8, cap=20000):
             ws.close()
 
 
-async def zero_window_room(ctx, res, members=10, duration=10.0, write_timeout=3.0):
-    flags = ["--write-timeout", f"{write_timeout:g}s"]
+async def zero_window_room(ctx, res, members=10, duration=10.0, write_timeout=3.0, flag=True):
+    # The kernel takes up to ~4 MiB (tcp_wmem) into the server's send buffer
+    # before its writes stall; a queue limit above what is said keeps the
+    # slow-client close out of the way, so only the write timeout can act.
+    flags = ["--max-backpressure", "16MiB"]
+    flags += ["--write-timeout", f"{write_timeout:g}s"] if flag else []
     async with Session(ctx, res, "chat", flags) as s:
         room = "harbour"
         readers = []
@@ -951,13 +959,15 @@ async def zero_window_room(ctx, res, members=10, duration=10.0, write_timeout=3.
 
         tasks = [asyncio.create_task(reader(i, ws)) for i, (ws, _) in enumerate(readers)]
         await asyncio.sleep(0.3)  # the joins settle
-        # A burst fills the stalled member's window (and the kernel buffers
-        # behind it); then a steady chat, far below max-backpressure.
-        burst = chat_say("b" * 2000)
-        for _ in range(30):
-            for ws, _ in readers:
-                await ws.send(frame(OP_TEXT, burst))
-                said[0] += 1
+        # A burst of ~8 MiB fills the stalled member's window and the kernel
+        # buffers behind it; then a steady chat.
+        burst = frame(OP_TEXT, chat_say("b" * 2000))
+        for _ in range(45):
+            for _ in range(10):
+                for ws, _ in readers:
+                    await ws.send(burst)
+                    said[0] += 1
+            await asyncio.sleep(0.01)
         t_burst = now()
         ping = frame(OP_PING, b"hi")
         trickled = 0
@@ -1056,7 +1066,11 @@ async def half_open_nofile(ctx, res, nofile=256, count=250):
 
 async def idle_then_sigterm(ctx, res, count=10000, close_timeout=3.0):
     flags = ["--ping-interval", "off", "--close-timeout", f"{close_timeout:g}s"]
-    async with Session(ctx, res, "echo", flags, nofile=count + 1000) as s:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < count + 500:
+        res.check(False, f"the hard `ulimit -n` is {hard}; this scenario needs {count + 500}")
+        return
+    async with Session(ctx, res, "echo", flags, nofile=count + 500) as s:
         t0 = now()
         out = await gather_limited(200, [WS.connect(s.port, timeout=20) for _ in range(count)])
         wss = [w for w in out if isinstance(w, WS)]

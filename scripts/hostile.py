@@ -430,7 +430,8 @@ class Server:
         self.port = free_port()
         out = subprocess.run(self.args() + ["--print-config"], capture_output=True, text=True, timeout=10)
         if out.returncode != 0:
-            raise StartError(f"server refused its flags: {out.stderr.strip().splitlines()[0] if out.stderr.strip() else out.returncode}")
+            why = (out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[0]
+            raise StartError(f"server refused its flags: {why}")
         self.cfg = tomllib.loads(out.stdout)
         self.log = tempfile.NamedTemporaryFile(prefix="wharf-hostile-", suffix=".log", delete=False)
         nofile = self.nofile

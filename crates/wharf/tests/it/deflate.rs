@@ -257,7 +257,7 @@ async fn connections_interleaved_on_one_thread_get_only_their_own_bytes() {
             .collect();
         let frame = |i: usize| {
             let m = messages[i].as_bytes();
-            if i % 2 == 0 {
+            if i.is_multiple_of(2) {
                 compressed_frame(0x1, &deflate(m))
             } else {
                 crate::util::frame(0x1, m, Some(MASK))

@@ -40,7 +40,7 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 
 use crate::close::{CloseCode, CloseFrame};
-use crate::deflate::{Codec, DeflateParams};
+use crate::deflate::{Codec, Decoder, DeflateParams};
 use crate::error::ProtocolError;
 use crate::frame::{FrameHeader, OpCode, Transmit};
 use crate::limits::Limits;
@@ -117,6 +117,11 @@ pub struct Connection {
     input_done: bool,
     /// `receive` stopped before the end of its input (events wait).
     stopped: bool,
+    /// Compressed messages are handed out by `take_inflation` rather than
+    /// inflated by `receive`.
+    defer_inflation: bool,
+    /// An `Inflation` is out: `receive` waits for `finish_inflation`.
+    inflating: bool,
     expired: Option<Expired>,
     limits: Caps,
     timeouts: timer::Limits,
@@ -144,6 +149,76 @@ struct Rare {
     deferred: Option<ProtocolError>,
     /// Client only.
     mask_source: Option<MaskSource>,
+    /// A compressed message parsed and not yet inflated (text or not, and
+    /// its bytes), with deferred inflation.
+    compressed: Option<(bool, Bytes)>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.error.is_none()
+            && self.peer_close.is_none()
+            && self.deferred.is_none()
+            && self.mask_source.is_none()
+            && self.compressed.is_none()
+    }
+}
+
+/// A compressed message taken out of its connection to be inflated where
+/// the connection's lock is not held ([`Connection::take_inflation`]):
+/// [`Inflation::run`] it, then give it back with
+/// [`Connection::finish_inflation`]. It carries the connection's
+/// decompressor meanwhile.
+pub struct Inflation {
+    text: bool,
+    data: Bytes,
+    limit: usize,
+    decoder: Decoder,
+    result: Option<Result<Message, ProtocolError>>,
+}
+
+impl Inflation {
+    /// Inflates the message (bounded by the message limit) and checks its
+    /// text; the costly part, with no lock held.
+    pub fn run(&mut self) {
+        if self.result.is_some() {
+            return;
+        }
+        let out = self
+            .decoder
+            .decompress(&self.data, self.limit)
+            .and_then(|data| {
+                Ok(if self.text {
+                    Message::Text(
+                        Utf8Bytes::try_from(data).map_err(|_| ProtocolError::TextNotUtf8)?,
+                    )
+                } else {
+                    Message::Binary(data)
+                })
+            });
+        self.data = Bytes::new();
+        self.result = Some(out);
+    }
+
+    /// The compressed size of the message.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Whether the compressed message is empty.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+impl fmt::Debug for Inflation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Inflation")
+            .field("text", &self.text)
+            .field("len", &self.data.len())
+            .field("done", &self.result.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// [`Limits`] in 32 bits each, as a connection holds them: it is mostly idle
@@ -228,6 +303,8 @@ impl Connection {
             pongs: 0,
             input_done: false,
             stopped: false,
+            defer_inflation: false,
+            inflating: false,
             expired: None,
             limits: Caps::new(limits),
             timeouts: timer::Limits::default(),
@@ -245,6 +322,64 @@ impl Connection {
             }),
             clock: None,
             deflate: None,
+        }
+    }
+
+    /// Hands compressed messages out ([`Connection::take_inflation`])
+    /// instead of inflating them in `receive`: a transport that shares the
+    /// connection under a lock inflates without holding it.
+    #[must_use]
+    pub fn with_deferred_inflation(mut self) -> Self {
+        self.defer_inflation = true;
+        self
+    }
+
+    /// A compressed message that `receive` parsed and left to inflate, if
+    /// one waits (only with [`Connection::with_deferred_inflation`]).
+    /// `receive` parses nothing more until it comes back through
+    /// [`Connection::finish_inflation`].
+    pub fn take_inflation(&mut self) -> Option<Inflation> {
+        let (text, data) = self.rare.as_mut()?.compressed.take()?;
+        let decoder = self.deflate.as_mut()?.take_decoder();
+        self.inflating = true;
+        Some(Inflation {
+            text,
+            data,
+            limit: self.limits.message(),
+            decoder,
+            result: None,
+        })
+    }
+
+    /// Takes back an inflation (running it first if it was not): its
+    /// message becomes the next event, or its error fails the connection
+    /// as `receive` would.
+    ///
+    /// # Errors
+    /// The protocol error that failed the connection (1009 past the message
+    /// limit, 1007 for invalid deflate data or text).
+    pub fn finish_inflation(&mut self, job: Inflation) -> Result<(), ProtocolError> {
+        self.settle(job).inspect_err(|e| self.failed(e.clone()))
+    }
+
+    /// Takes an inflation back: its decompressor, and its message as the
+    /// next event; or its error.
+    fn settle(&mut self, mut job: Inflation) -> Result<(), ProtocolError> {
+        job.run();
+        self.inflating = false;
+        if let Some(codec) = self.deflate.as_mut() {
+            codec.put_decoder(job.decoder);
+        }
+        if self.rare.as_ref().is_some_and(|r| r.is_empty()) {
+            self.rare = None;
+        }
+        match job.result {
+            Some(Ok(message)) => {
+                self.events.push_back(Event::Message(message));
+                Ok(())
+            }
+            Some(Err(e)) => Err(e),
+            None => Ok(()),
         }
     }
 
@@ -377,23 +512,34 @@ impl Connection {
             buf.clear();
             return Ok(());
         }
+        if self.inflating || self.rare.as_ref().is_some_and(|r| r.compressed.is_some()) {
+            self.stopped = true;
+            return Ok(());
+        }
         match self.receive_frames(buf) {
             Ok(()) => Ok(()),
             Err(e) => {
                 buf.clear();
-                self.input_done = true;
-                self.frame = None;
-                self.message = None;
-                let events = !self.events.is_empty();
-                let rare = self.rare();
-                rare.error = Some(e.clone());
-                if events {
-                    rare.deferred = Some(e.clone());
-                } else {
-                    self.fail(e.clone());
-                }
+                self.failed(e.clone());
                 Err(e)
             }
+        }
+    }
+
+    /// Fails the connection on `e`: at once, or once the events before it
+    /// are polled.
+    fn failed(&mut self, e: ProtocolError) {
+        self.input_done = true;
+        self.frame = None;
+        self.message = None;
+        let events = !self.events.is_empty();
+        let rare = self.rare();
+        rare.compressed = None;
+        rare.error = Some(e.clone());
+        if events {
+            rare.deferred = Some(e);
+        } else {
+            self.fail(e);
         }
     }
 
@@ -699,6 +845,11 @@ impl Connection {
                 mask::apply(&mut payload[done..], key, done);
             }
             self.complete(frame, payload)?;
+            if self.rare.as_ref().is_some_and(|r| r.compressed.is_some()) {
+                // Left for `take_inflation`.
+                self.stopped = true;
+                return Ok(());
+            }
         }
         buf.clear();
         Ok(())
@@ -807,8 +958,7 @@ impl Connection {
                 self.events.push_back(Event::Close(close));
             }
             OpCode::Text | OpCode::Binary if frame.fin && frame.compressed => {
-                let message = self.inflate(frame.text, &payload)?;
-                self.events.push_back(Event::Message(message));
+                self.inflate(frame.text, payload.freeze())?;
             }
             OpCode::Text | OpCode::Binary if frame.fin => {
                 let message = if frame.text {
@@ -849,9 +999,10 @@ impl Connection {
                 if frame.fin
                     && let Some(m) = self.message.take()
                 {
-                    let message = if m.compressed {
-                        self.inflate(m.text, &m.data)?
-                    } else if m.text {
+                    if m.compressed {
+                        return self.inflate(m.text, m.data.freeze());
+                    }
+                    let message = if m.text {
                         Message::Text(
                             Utf8Bytes::try_from(m.data.freeze())
                                 .map_err(|_| ProtocolError::TextNotUtf8)?,
@@ -882,18 +1033,21 @@ impl Connection {
         }
     }
 
-    /// Inflates a whole compressed message, bounded by the message limit.
-    fn inflate(&mut self, text: bool, payload: &[u8]) -> Result<Message, ProtocolError> {
-        let limit = self.limits.message();
-        let Some(codec) = self.deflate.as_mut() else {
+    /// A whole compressed message: inflated now (bounded by the message
+    /// limit) into the next event, or left for `take_inflation`.
+    fn inflate(&mut self, text: bool, payload: Bytes) -> Result<(), ProtocolError> {
+        if self.deflate.is_none() {
             return Err(ProtocolError::ReservedBitsSet);
-        };
-        let data = codec.decompress(payload, limit)?;
-        Ok(if text {
-            Message::Text(Utf8Bytes::try_from(data).map_err(|_| ProtocolError::TextNotUtf8)?)
-        } else {
-            Message::Binary(data)
-        })
+        }
+        self.rare().compressed = Some((text, payload));
+        if self.defer_inflation {
+            return Ok(());
+        }
+        // An error goes back through `receive`, which fails the connection.
+        match self.take_inflation() {
+            Some(job) => self.settle(job),
+            None => Ok(()),
+        }
     }
 
     fn check_utf8(&mut self, bytes: &[u8], fin: bool) -> Result<(), ProtocolError> {

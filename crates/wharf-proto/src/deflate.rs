@@ -404,6 +404,48 @@ impl Codec {
 
     /// Inflates a whole message (§7.2.2), failing with 1009 the moment the
     /// output would exceed `limit`.
+    #[cfg(test)]
+    pub(crate) fn decompress(
+        &mut self,
+        input: &[u8],
+        limit: usize,
+    ) -> Result<Bytes, ProtocolError> {
+        let mut decoder = self.take_decoder();
+        let out = decoder.decompress(input, limit);
+        self.put_decoder(decoder);
+        out
+    }
+
+    /// Takes the decompressor out, so that a message can be inflated
+    /// outside whatever guards this codec; [`Codec::put_decoder`] puts it
+    /// back.
+    pub(crate) fn take_decoder(&mut self) -> Decoder {
+        if self.params.client_no_context_takeover {
+            Decoder::Shared
+        } else {
+            Decoder::Own(self.decompressor.take())
+        }
+    }
+
+    pub(crate) fn put_decoder(&mut self, decoder: Decoder) {
+        if let Decoder::Own(d) = decoder {
+            self.decompressor = d;
+        }
+    }
+}
+
+/// A connection's decompressor, taken out of its codec for one message:
+/// this thread's shared one (no context takeover), or the connection's own
+/// (allocated on first use).
+#[derive(Debug)]
+pub(crate) enum Decoder {
+    Shared,
+    Own(Option<Box<Decompress>>),
+}
+
+impl Decoder {
+    /// Inflates a whole message (§7.2.2), failing with 1009 the moment the
+    /// output would exceed `limit`.
     pub(crate) fn decompress(
         &mut self,
         input: &[u8],
@@ -414,18 +456,19 @@ impl Codec {
             // unambiguous: accept it as empty without touching the window.
             return Ok(Bytes::new());
         }
-        if self.params.client_no_context_takeover {
-            return DECOMPRESSOR.with(|cell| {
+        match self {
+            Self::Shared => DECOMPRESSOR.with(|cell| {
                 let mut slot = cell.borrow_mut();
                 let d = slot.get_or_insert_with(|| Decompress::new_with_window_bits(false, 15));
                 d.reset(false);
                 inflate_into(d, input, limit)
-            });
+            }),
+            Self::Own(d) => {
+                let d =
+                    d.get_or_insert_with(|| Box::new(Decompress::new_with_window_bits(false, 15)));
+                inflate_into(d, input, limit)
+            }
         }
-        let d = self
-            .decompressor
-            .get_or_insert_with(|| Box::new(Decompress::new_with_window_bits(false, 15)));
-        inflate_into(d, input, limit)
     }
 }
 

@@ -50,7 +50,7 @@ mod timer;
 mod utf8;
 
 pub use close::{CloseCode, CloseFrame, MAX_REASON_LEN};
-pub use connection::{Connection, Event, MAX_EVENTS, MAX_PONGS, Role, SendError, State};
+pub use connection::{Connection, Event, Inflation, MAX_EVENTS, MAX_PONGS, Role, SendError, State};
 pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::ProtocolError;
 pub use frame::{OpCode, Transmit};

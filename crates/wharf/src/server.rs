@@ -688,7 +688,8 @@ fn open(
 ) -> (Arc<Shared>, Option<Handling>, Option<Connection>) {
     Counters::add(&settings.stats.counters().connections_total, 1);
     let mut proto = wharf_proto::Connection::server(settings.limits)
-        .with_timeouts(settings.timeouts(), std::time::Instant::now());
+        .with_timeouts(settings.timeouts(), std::time::Instant::now())
+        .with_deferred_inflation();
     if let Some(params) = meta.deflate {
         proto = proto.with_deflate(params);
     }

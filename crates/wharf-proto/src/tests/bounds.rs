@@ -260,3 +260,52 @@ fn a_dedicated_compressor_given_back_when_idle_starts_a_stream_the_peer_takes() 
     }
     assert_eq!(got, vec![super::text(text); 6]);
 }
+
+#[test]
+fn deferred_inflation_hands_the_message_out_and_takes_it_back() {
+    const HELLO: &[u8] = &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+    let params = crate::DeflateParams {
+        server_no_context_takeover: false,
+        client_no_context_takeover: false,
+        server_max_window_bits: 15,
+        client_max_window_bits: 15,
+        level: 6,
+        threshold: 0,
+    };
+    let mut conn = Connection::server(Limits::default().max_message_size(1000))
+        .with_deflate(params)
+        .with_deferred_inflation();
+    // "Hello" twice with context takeover, then a bomb past the limit.
+    let mut bomb = flate2::Compress::new(flate2::Compression::new(9), false);
+    let mut bytes = Vec::with_capacity(4096);
+    bomb.compress_vec(&[b'a'; 100_000], &mut bytes, flate2::FlushCompress::Sync)
+        .unwrap();
+    bytes.truncate(bytes.len() - 4);
+    let mut input = frame_rsv(true, 0b100, 1, HELLO);
+    input.extend(frame_rsv(true, 0b100, 1, HELLO));
+    input.extend(frame_rsv(true, 0b100, 2, &bytes));
+    let mut buf = BytesMut::from(&input[..]);
+    conn.receive(&mut buf).unwrap();
+    assert!(!conn.has_events() && conn.receive_pending());
+    let mut job = conn.take_inflation().expect("a compressed message");
+    // `receive` waits for it to come back.
+    conn.receive(&mut buf).unwrap();
+    assert!(conn.take_inflation().is_none());
+    job.run();
+    conn.finish_inflation(job).unwrap();
+    assert_eq!(conn.poll_event(), Some(super::text("Hello")));
+    conn.receive(&mut buf).unwrap();
+    let job = conn.take_inflation().unwrap();
+    conn.finish_inflation(job).unwrap();
+    assert_eq!(conn.poll_event(), Some(super::text("Hello")));
+    conn.receive(&mut buf).unwrap();
+    let job = conn.take_inflation().unwrap();
+    let err = conn.finish_inflation(job);
+    assert_eq!(
+        err.map_err(|e| e.close_code()),
+        Err(CloseCode::MESSAGE_TOO_BIG)
+    );
+    assert_eq!(conn.state(), State::Closed);
+    let close = sent(&mut conn);
+    assert_eq!(&close[2..4], &1009u16.to_be_bytes());
+}

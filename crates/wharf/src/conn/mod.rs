@@ -370,10 +370,13 @@ impl Inner {
             if closed {
                 self.publish_state();
             }
-            if !self.proto.receive_pending() {
+            if let Some(job) = self.proto.take_inflation() {
+                let _ = self.proto.finish_inflation(job);
+            } else if self.proto.receive_pending() {
+                let _ = self.proto.receive(buf);
+            } else {
                 return;
             }
-            let _ = self.proto.receive(buf);
         }
     }
 

@@ -616,7 +616,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
     }
 
     /// Feeds the read buffer to the core (input that arrived at `now`, if
-    /// the time matters) and wakes `recv` if it has events, unless `recv`
+    /// the time matters), inflating a compressed message with the lock
+    /// released, and wakes `recv` if it has events, unless `recv`
     /// waits in this task's handler, polled next (`own` is this task's
     /// waker). Without a handler (its `Connection` dropped), the events are
     /// taken and dropped here, so that the close handshake completes.
@@ -626,6 +627,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             inner.proto.handle_input(now);
         }
         let _ = inner.proto.receive(&mut self.read_buf);
+        if let Some(mut job) = inner.proto.take_inflation() {
+            // The costly part, without the lock that broadcasts to this
+            // connection take: at most one message per call.
+            drop(inner);
+            job.run();
+            inner = self.shared.lock();
+            let _ = inner.proto.finish_inflation(job);
+        }
         if inner.detached {
             inner.drain(&mut self.read_buf);
         }

@@ -52,9 +52,9 @@ pub mod limits {
     //! CPU is budgeted too: one poll of a connection reads at most 256 KiB
     //! and inflates at most one message (`max_message_size` of output), then
     //! the task yields, so input that is cheap to send and costly to handle
-    //! delays only the connection that sent it. Inflating happens under the
-    //! connection's own lock, which a broadcast to it takes: a broadcaster
-    //! waits at most one message's inflation per receiver.
+    //! delays only the connection that sent it. Inflating happens with the
+    //! connection's lock released (`wharf_proto::Connection::take_inflation`),
+    //! so a broadcast to that connection never waits for it.
     //!
     //! Why these values: a chat or pub/sub message is small, so 1 MiB leaves
     //! room for pasted images (the `wharf` binary's chat mode takes 64 KiB,

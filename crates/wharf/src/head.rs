@@ -68,19 +68,42 @@ enum Parsed {
 /// Reads until the first request head is complete; `None` if the peer
 /// closed or failed before sending one.
 ///
+/// The head is parsed only once a blank line (its possible end) or
+/// [`MAX_HEAD`] bytes have arrived, not on every read: a head trickled a
+/// byte at a time costs one scan of its bytes, not one parse per byte.
+///
 /// # Cancel safety
 /// Not cancel safe: what was read is lost. The caller cancels it only to
 /// drop the connection (handshake timeout, shutdown).
 pub(crate) async fn read<S: AsyncRead + Unpin>(io: &mut S) -> Option<Head> {
     let mut buf = BytesMut::with_capacity(1024);
+    // Bytes searched for a blank line, and the end of the last one found.
+    let mut scanned: usize = 0;
+    let mut blank_end = 0;
     loop {
         match io.read_buf(&mut buf).await {
             Ok(0) | Err(_) => return None,
             Ok(_) => {}
         }
+        // A blank line may straddle two reads: look two bytes back.
+        let scan_end = buf.len().min(MAX_HEAD);
+        let from = scanned.saturating_sub(2).min(scan_end);
+        if let Some(end) = last_blank_line_end(&buf[from..scan_end]) {
+            blank_end = from + end;
+        }
+        scanned = buf.len();
+        let window = if buf.len() >= MAX_HEAD {
+            MAX_HEAD
+        } else {
+            blank_end
+        };
+        if window == 0 {
+            buf.reserve(1024);
+            continue;
+        }
         // Frozen, so that header values can be views into it.
         let bytes = buf.split().freeze();
-        match parse(&bytes) {
+        match parse(&bytes, window) {
             Parsed::Upgrade(req, len) => {
                 return Some(Head::Upgrade(req, BytesMut::from(&bytes[len..])));
             }
@@ -97,11 +120,27 @@ pub(crate) async fn read<S: AsyncRead + Unpin>(io: &mut S) -> Option<Head> {
     }
 }
 
-/// Parses what was read of a first request: only its first [`MAX_HEAD`]
-/// bytes are looked at, so that the outcome does not depend on how the
-/// bytes were split into reads.
-fn parse(bytes: &Bytes) -> Parsed {
-    let window = &bytes[..bytes.len().min(MAX_HEAD)];
+/// Where the last blank line (`\n\n` or `\n\r\n`) in `bytes` ends.
+fn last_blank_line_end(bytes: &[u8]) -> Option<usize> {
+    let mut end = None;
+    let mut i = 0;
+    while let Some(at) = bytes[i..].iter().position(|&b| b == b'\n') {
+        let nl = i + at;
+        match bytes.get(nl + 1..) {
+            Some([b'\n', ..]) => end = Some(nl + 2),
+            Some([b'\r', b'\n', ..]) => end = Some(nl + 3),
+            _ => {}
+        }
+        i = nl + 1;
+    }
+    end
+}
+
+/// Parses the first `window` bytes of a first request: up to the end of the
+/// last blank line read, or [`MAX_HEAD`] bytes. The outcome depends on the
+/// bytes alone, not on how they were split into reads.
+fn parse(bytes: &Bytes, window: usize) -> Parsed {
+    let window = &bytes[..window.min(MAX_HEAD)];
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let status = req.parse(window);
@@ -325,6 +364,137 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     }
 }
 
+/// The fuzz target of the first-request parser
+/// (`fuzz/fuzz_targets/request_head.rs`), also run over the committed seeds
+/// by this crate's tests; not an API.
+///
+/// `data[0]` chooses a read size, the rest is what a client sends. The
+/// input is read with that size, byte by byte and whole; the outcome must
+/// be the same each time and keep the limits: an accepted upgrade's head is
+/// at most [`MAX_HEAD`] bytes with at most [`MAX_HEADERS`] headers and a
+/// target of at most [`MAX_TARGET`], the bytes after it are kept exactly,
+/// everything read goes to hyper otherwise, and a refusal is 414 or 431
+/// with a one-line reason. Returns the outcome: `upgrade`, `other`, `414`,
+/// `431` or `none` (the input ended first).
+#[doc(hidden)]
+pub fn fuzz_request_head(data: &[u8]) -> &'static str {
+    let Some((&size, input)) = data.split_first() else {
+        return "none";
+    };
+    let size = 1 + usize::from(size) * 67;
+    let bytewise = drive(input, 1);
+    let whole = drive(input, input.len().max(1));
+    let sized = drive(input, size);
+    assert_eq!(bytewise.0, whole.0, "byte by byte and whole");
+    assert_eq!(bytewise.0, sized.0, "byte by byte and in reads of {size}");
+    let kind = match &bytewise.0 {
+        Outcome::None => "none",
+        Outcome::Other => "other",
+        Outcome::Upgrade { .. } => "upgrade",
+        Outcome::Refused(414) => "414",
+        Outcome::Refused(431) => "431",
+        Outcome::Refused(status) => panic!("refused with {status}"),
+    };
+    // Read byte by byte, the head is decided where it ends.
+    let head_len = bytewise.1;
+    if let Outcome::Upgrade {
+        target, headers, ..
+    } = &bytewise.0
+    {
+        assert!(head_len <= MAX_HEAD, "an upgrade head of {head_len} bytes");
+        assert!(target.len() <= MAX_TARGET, "a target of {}", target.len());
+        assert!(headers.len() <= MAX_HEADERS, "{} headers", headers.len());
+    }
+    for (outcome, consumed, kept) in [bytewise, whole, sized] {
+        match outcome {
+            Outcome::Upgrade { .. } => {
+                assert_eq!(kept, input[head_len..consumed], "the bytes after the head");
+            }
+            Outcome::Other => assert_eq!(kept, input[..consumed], "the bytes for hyper"),
+            _ => {}
+        }
+    }
+    kind
+}
+
+/// What [`read`] made of an input, comparably.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    None,
+    Other,
+    Refused(u16),
+    Upgrade {
+        method: Method,
+        target: String,
+        version: Version,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    },
+}
+
+/// Runs [`read`] over `input` in reads of `size`: the outcome, how many
+/// bytes were read, and the bytes kept (after an upgrade's head, or all of
+/// them for hyper).
+fn drive(input: &[u8], size: usize) -> (Outcome, usize, Vec<u8>) {
+    let mut reader = Chunks { rest: input, size };
+    let head = {
+        let future = std::pin::pin!(read(&mut reader));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match future.poll(&mut cx) {
+            Poll::Ready(head) => head,
+            Poll::Pending => unreachable!("the reader is always ready"),
+        }
+    };
+    let consumed = input.len() - reader.rest.len();
+    match head {
+        None => (Outcome::None, consumed, Vec::new()),
+        Some(Head::Other(bytes)) => (Outcome::Other, consumed, bytes.to_vec()),
+        Some(Head::Refused(refuse)) => {
+            let reason = &refuse.reason;
+            assert!(
+                !reason.is_empty() && !reason.contains(['\r', '\n']),
+                "{reason:?}"
+            );
+            (
+                Outcome::Refused(refuse.status.as_u16()),
+                consumed,
+                Vec::new(),
+            )
+        }
+        Some(Head::Upgrade(req, rest)) => {
+            let outcome = Outcome::Upgrade {
+                method: req.method().clone(),
+                target: req.uri().to_string(),
+                version: req.version(),
+                headers: req
+                    .headers()
+                    .iter()
+                    .map(|(n, v)| (n.clone(), v.clone()))
+                    .collect(),
+            };
+            (outcome, consumed, rest.to_vec())
+        }
+    }
+}
+
+/// A reader that is always ready, giving `size` bytes at a time.
+struct Chunks<'a> {
+    rest: &'a [u8],
+    size: usize,
+}
+
+impl AsyncRead for Chunks<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let n = self.size.min(self.rest.len()).min(buf.remaining());
+        buf.put_slice(&self.rest[..n]);
+        self.rest = &self.rest[n..];
+        Poll::Ready(Ok(()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,5 +581,29 @@ mod tests {
         io.read_to_string(&mut all).await.unwrap();
         assert_eq!(all, "hello world");
         assert!(io.into_parts().1.is_empty(), "prefix consumed");
+    }
+
+    /// The committed seeds of the `request_head` fuzz target, each named
+    /// for its outcome: `upgrade_*`, `other_*`, `414_*`, `431_*`, `none_*`.
+    #[test]
+    fn request_head_fuzz_seeds() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/request_head");
+        let mut seeds: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+            .map(|entry| entry.expect("directory entry").path())
+            .collect();
+        seeds.sort();
+        assert!(seeds.len() >= 10, "only {} seeds", seeds.len());
+        for path in seeds {
+            let name = path
+                .file_name()
+                .expect("file name")
+                .to_string_lossy()
+                .into_owned();
+            let data = std::fs::read(&path).expect("seed file");
+            let (expected, _) = name.split_once('_').expect("outcome_description");
+            assert_eq!(fuzz_request_head(&data), expected, "seed {name}");
+        }
     }
 }

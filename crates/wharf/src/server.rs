@@ -1,11 +1,16 @@
 //! The server: one listener, plain HTTP and WebSocket upgrades on one port.
 //!
-//! Every accepted socket is served by hyper (HTTP/1.1, keep-alive). A request
-//! whose `Upgrade` header names `websocket` is validated by
-//! `wharf_proto::Handshake`, offered to the upgrade hook, and answered `101`;
-//! its socket is then taken back from hyper (`Upgraded::downcast`, with the
-//! bytes hyper read past the request head) for a connection driver. Every
-//! other request goes to the application's request handler.
+//! The first request head of every accepted socket is read by wharf
+//! (`head`): a WebSocket upgrade is validated by
+//! `wharf_proto::Handshake`, offered to the upgrade hook and answered `101`
+//! there, and the socket goes to the connection driver. Anything else, and
+//! every later request on a keep-alive connection, is served by hyper
+//! (HTTP/1.1), with the same head limits; an upgrade that hyper read is
+//! answered the same way, and its socket taken back from hyper
+//! (`Upgraded::downcast`, with the bytes hyper read past the request head).
+//! Every other request goes to the application's request handler. Plain
+//! HTTP writes that make no progress for the close timeout drop the
+//! connection; a graceful shutdown waits for the responses in flight.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -159,7 +164,10 @@ impl Server {
     }
 
     /// How long to wait for the peer's close frame, and then for its FIN,
-    /// after the close handshake starts (default 10 s).
+    /// after the close handshake starts (default 10 s). It also bounds
+    /// plain HTTP: a response that the socket takes no byte of for this
+    /// long drops its connection, and at shutdown the responses in flight
+    /// get this long to finish.
     #[must_use]
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         Arc::make_mut(&mut self.settings).close_timeout = timeout;
@@ -178,7 +186,10 @@ impl Server {
     }
 
     /// How long a client may take to send a request head (default 10 s);
-    /// slower connections are dropped (slowloris).
+    /// slower connections are dropped (slowloris). For a connection's first
+    /// request it runs from accept until the head is complete, whichever
+    /// path reads it; each later head on a keep-alive connection gets as
+    /// long again.
     #[must_use]
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
@@ -284,9 +295,10 @@ impl Server {
 
     /// Serves connections from `listener` until `signal` completes, then
     /// shuts down gracefully: stops accepting, lets plain HTTP connections
-    /// finish their current request, flushes every queued message, sends
-    /// close 1001 to every client and waits for them to close, up to the
-    /// close timeout (plus a second), before returning.
+    /// finish the response in flight (and closes idle ones), flushes every
+    /// queued message, sends close 1001 to every client and waits for them
+    /// to close and for the HTTP responses to finish, up to the close
+    /// timeout (plus a second), before returning.
     ///
     /// # Errors
     /// As for [`Server::serve`].

@@ -270,9 +270,9 @@ impl<S> Prefixed<S> {
         }
     }
 
-    /// Fails writes that make no progress for `timeout`.
-    pub(crate) fn write_timeout(mut self, timeout: Duration) -> Self {
-        self.stall = Some(Stall {
+    /// Fails writes that make no progress for `timeout` (`None`: never).
+    pub(crate) fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.stall = timeout.map(|timeout| Stall {
             timeout,
             armed: false,
             sleep: Box::pin(tokio::time::sleep(timeout)),

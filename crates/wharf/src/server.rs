@@ -9,7 +9,7 @@
 //! answered the same way, and its socket taken back from hyper
 //! (`Upgraded::downcast`, with the bytes hyper read past the request head).
 //! Every other request goes to the application's request handler. Plain
-//! HTTP writes that make no progress for the close timeout drop the
+//! HTTP writes that make no progress for the write timeout drop the
 //! connection; a graceful shutdown waits for the responses in flight.
 
 use std::convert::Infallible;
@@ -164,10 +164,8 @@ impl Server {
     }
 
     /// How long to wait for the peer's close frame, and then for its FIN,
-    /// after the close handshake starts (default 10 s). It also bounds
-    /// plain HTTP: a response that the socket takes no byte of for this
-    /// long drops its connection, and at shutdown the responses in flight
-    /// get this long to finish.
+    /// after the close handshake starts (default 10 s). At shutdown, plain
+    /// HTTP responses in flight get as long to finish.
     #[must_use]
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         Arc::make_mut(&mut self.settings).close_timeout = timeout;
@@ -178,7 +176,8 @@ impl Server {
     /// (default 30 s): a peer that stops reading, or holds its TCP window at
     /// zero, is then dropped with its queue
     /// ([`Disconnect::TimedOut`](crate::Disconnect::TimedOut), counted in
-    /// `write_timeouts`). `None` turns it off.
+    /// `write_timeouts`). Plain HTTP responses too: one the socket takes no
+    /// byte of for this long drops its connection. `None` turns it off.
     #[must_use]
     pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
         Arc::make_mut(&mut self.settings).write_timeout = timeout;
@@ -463,7 +462,7 @@ impl Server {
         match first {
             Ok(Some(Head::Upgrade(req, rest))) => self.accept_direct(stream, req, rest, peer).await,
             Ok(Some(Head::Other(read))) => {
-                let io = Prefixed::new(read, stream).write_timeout(self.http_write_timeout());
+                let io = Prefixed::new(read, stream).write_timeout(self.settings.write_timeout);
                 self.serve_hyper(io, peer, deadline, stop).await;
                 None
             }
@@ -475,12 +474,6 @@ impl Server {
             // Closed, failed or timed out before a whole request head.
             Ok(None) | Err(_) => None,
         }
-    }
-
-    /// How long a plain HTTP response may wait for the socket to take any
-    /// byte before the connection is dropped.
-    fn http_write_timeout(&self) -> Duration {
-        self.settings.close_timeout
     }
 
     /// Serves the rest of a connection with hyper, its first request head

@@ -238,7 +238,7 @@ async fn a_stalled_http_writer_is_timed_out() {
     const REQUESTS: usize = 200;
     const BODY: usize = 64 * 1024;
     let server = Server::new()
-        .close_timeout(Duration::from_millis(500))
+        .write_timeout(Some(Duration::from_millis(500)))
         .on_request(|_req| async { Response::new(Body::from(vec![b'x'; BODY])) });
     let addr = start(server).await;
     let mut stream = RawClient::connect(addr).await.stream;

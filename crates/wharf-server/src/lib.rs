@@ -24,8 +24,8 @@ mod static_files;
 
 use std::future::Future;
 use std::io::IsTerminal as _;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -280,6 +280,43 @@ fn close_code(client: &Client) -> (u16, String) {
     }
 }
 
+/// A bound on how often one kind of warning is logged, for events a
+/// client can cause at will: at most one line a second, which reports how
+/// many were suppressed since the last one.
+#[derive(Debug)]
+pub(crate) struct LogLimit {
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl LogLimit {
+    /// The interval between two lines of one kind.
+    const INTERVAL: Duration = Duration::from_secs(1);
+
+    pub(crate) const fn new() -> Self {
+        Self {
+            state: Mutex::new((None, 0)),
+        }
+    }
+
+    /// Whether to log an event that happens at `now`: `Some` with the
+    /// number of events suppressed since the last line, or `None` (counted)
+    /// to stay silent.
+    pub(crate) fn check(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (last, suppressed) = &mut *state;
+        match last {
+            Some(t) if now.saturating_duration_since(*t) < Self::INTERVAL => {
+                *suppressed += 1;
+                None
+            }
+            _ => {
+                *last = Some(now);
+                Some(std::mem::take(suppressed))
+            }
+        }
+    }
+}
+
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -303,4 +340,22 @@ async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
     tracing::info!("shutdown signal: closing every connection with 1001");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_limit_allows_one_line_a_second_and_counts_the_rest() {
+        let limit = LogLimit::new();
+        let t0 = Instant::now();
+        assert_eq!(limit.check(t0), Some(0));
+        for ms in [1, 500, 999] {
+            assert_eq!(limit.check(t0 + Duration::from_millis(ms)), None);
+        }
+        assert_eq!(limit.check(t0 + Duration::from_millis(1000)), Some(3));
+        assert_eq!(limit.check(t0 + Duration::from_millis(1001)), None);
+        assert_eq!(limit.check(t0 + Duration::from_secs(5)), Some(1));
+    }
 }

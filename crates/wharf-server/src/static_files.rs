@@ -17,7 +17,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
@@ -25,6 +25,8 @@ use http_body::{Frame, SizeHint};
 use httpdate::HttpDate;
 use tokio::io::{AsyncReadExt, Take};
 use wharf::Body;
+
+use crate::LogLimit;
 
 /// A directory served read-only.
 #[derive(Debug)]
@@ -298,14 +300,21 @@ fn refusal(status: StatusCode) -> &'static str {
     }
 }
 
+/// Warnings about files that could not be read: at most one a second.
+static FILE_ERRORS: LogLimit = LogLimit::new();
+
 fn plain_error(e: io::Error) -> Response<Body> {
     match e.kind() {
         io::ErrorKind::PermissionDenied => plain(StatusCode::FORBIDDEN, "forbidden\n"),
-        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory => {
+        // A name or path longer than the file system allows
+        // (`ENAMETOOLONG`): no such file can exist.
+        io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::InvalidFilename => {
             plain(StatusCode::NOT_FOUND, "not found\n")
         }
         _ => {
-            tracing::warn!(error = %e, "static file error");
+            if let Some(suppressed) = FILE_ERRORS.check(Instant::now()) {
+                tracing::warn!(error = %e, suppressed, "static file error");
+            }
             plain(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file\n")
         }
     }

@@ -1,11 +1,11 @@
 //! The seed's first program: plain HTTP requests get `200 okay`, WebSocket
-//! messages are echoed and logged, and a text message `kill` closes the
-//! connection normally.
+//! messages are echoed and logged (their length and a short prefix), and a
+//! text message `kill` closes the connection normally.
 //!
 //! `cargo run -p wharf --example echo -- --listen 127.0.0.1:3400`
 
 use http::{HeaderValue, Response, header};
-use wharf::{Body, CloseCode, Server};
+use wharf::{Body, CloseCode, Message, Server};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -24,7 +24,9 @@ async fn main() -> anyhow::Result<()> {
         .on_connection(|mut conn| async move {
             tracing::info!(id = conn.id(), peer = %conn.peer_addr(), "open");
             while let Some(msg) = conn.recv().await {
-                tracing::info!(id = conn.id(), ?msg, "message");
+                // Its length and a short prefix: a log line costs the
+                // same whatever a client sends.
+                tracing::info!(id = conn.id(), len = msg.len(), prefix = ?prefix(&msg), "message");
                 if msg.as_text() == Some("kill") {
                     let _ = conn.close(CloseCode::NORMAL, "killed");
                     continue;
@@ -38,6 +40,17 @@ async fn main() -> anyhow::Result<()> {
         .listen(listen)
         .await?;
     Ok(())
+}
+
+/// At most the first 32 bytes of a message, as text where they are text.
+fn prefix(msg: &Message) -> String {
+    let bytes = msg.as_bytes();
+    let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(32)]);
+    if bytes.len() > 32 {
+        format!("{shown}...")
+    } else {
+        shown.into_owned()
+    }
 }
 
 /// `--listen ADDR` or `--listen=ADDR`.

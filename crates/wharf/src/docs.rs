@@ -11,9 +11,14 @@ pub mod limits {
     //! | inflated size (permessage-deflate) | `max_message_size` | close 1009 the moment inflating a message would pass it: output grows in steps and never beyond the limit plus one byte, so a few KiB that inflate to GiBs cost at most the limit |
     //! | `Server::max_backpressure` | 1 MiB | under `SlowClient::Close` (default) the send that would cross it is refused with `SendError::Backpressure`, the queued backlog is dropped and the connection is closed with 1008; under `SlowClient::Drop` that message is dropped, counted in `Client::dropped` and refused with `SendError::Dropped` |
     //! | `Server::keepalive` | 30 s, 20 s | a connection silent for 30 s is pinged; silent 20 s more, it gets close 1001 ("keepalive timeout") and its TCP connection is dropped at once ([`Disconnect::TimedOut`](crate::Disconnect::TimedOut)) |
-    //! | `Server::handshake_timeout` | 10 s | a request head not complete in time: the TCP connection is dropped (slowloris) |
-    //! | `Server::close_timeout` | 10 s | from the moment the close handshake starts (either side) or the connection fails, everything must be over: no close reply, no FIN after ours, or a queue the peer does not take: the TCP connection is dropped ([`Disconnect::TimedOut`](crate::Disconnect::TimedOut)) |
-    //! | `Server::write_timeout` | 30 s | queued output waits this long with no byte taken by the socket (a peer that stopped reading, or holds a zero TCP window while trickling input): the queue is dropped and the TCP connection with it ([`Disconnect::TimedOut`](crate::Disconnect::TimedOut), `Stats::write_timeouts`) |
+    //! | `Server::handshake_timeout` | 10 s | one deadline from accept until the connection's first request head is complete, whichever path reads it (wharf's own parser, or hyper after it); each later request head on a keep-alive connection has as long again, counted from the end of the previous response: past it the TCP connection is dropped without an answer (slowloris) |
+    //! | `Server::close_timeout` | 10 s | from the moment the close handshake starts (either side) or the connection fails, everything must be over: no close reply, no FIN after ours, or a queue the peer does not take: the TCP connection is dropped ([`Disconnect::TimedOut`](crate::Disconnect::TimedOut)). At shutdown, plain HTTP responses in flight get as long to finish |
+    //! | `Server::write_timeout` | 30 s | queued output waits this long with no byte taken by the socket (a peer that stopped reading, or holds a zero TCP window while trickling input): the queue is dropped and the TCP connection with it ([`Disconnect::TimedOut`](crate::Disconnect::TimedOut), `Stats::write_timeouts`). Plain HTTP too: a response the socket takes no byte of for this long drops its connection (a client that stops reading, pipelining requests) |
+    //! | request head | 16 KiB (request line and headers) | `431` with a one-line reason and `Connection: close`, on both request paths (on a keep-alive connection's later requests, hyper's `431` without a body) |
+    //! | header fields | 64 per request | `431`, as for the head size |
+    //! | request target | 8 KiB (path and query) | `414` with a one-line reason, the connection closed; an upgrade keeps its target for its lifetime ([`Client::path`](crate::Client::path)), so this bounds it |
+    //! | upgrade request body | none | `Content-Length` other than `0`, or any `Transfer-Encoding`: `400` ("an upgrade request must not have a body") and the connection closed, since bytes after the head are read as frames |
+    //! | refused upgrade | - | every refusal (`4xx`/`5xx` from validation, limits or the upgrade hook) closes its connection (`Connection: close`), also when it is not the first request on it: nothing behind it is read as another request |
     //! | pongs waiting to be sent | 16 (`wharf_proto::MAX_PONGS`) | a ping past it replaces the last pong queued (RFC 6455 §5.5.3 lets an endpoint answer only the latest ping); pongs copy their ping's payload, so a ping flood pins no read buffer |
     //! | events waiting for `recv` | 64 (`wharf_proto::MAX_EVENTS`); one inflated message | parsing stops, the rest stays in the read buffer as wire bytes, and the socket is not read until `recv` takes them: the peer is pushed back through TCP |
     //! | bytes read per poll | 256 KiB | the connection's task yields; a peer that sends without pause delays only its own connection |
@@ -69,6 +74,15 @@ pub mod limits {
     //! Keepalive closes with 1001 (going away) rather than 1011 because the
     //! fault is the peer's silence, not a server error; the close frame is
     //! sent on a best-effort basis, since a silent peer is likely gone.
+    //!
+    //! The HTTP limits match what browsers and proxies send and accept: a
+    //! browser's handshake is well under 2 KiB, 8 KiB is the request-line
+    //! limit of common proxies and servers, and 16 KiB of head leaves room
+    //! for large cookies. They are the same on both paths a request can
+    //! take (the first request of a connection is parsed by wharf, later
+    //! ones by hyper), so that no limit depends on a request's position on
+    //! its connection. A head is parsed only once a blank line or 16 KiB
+    //! has arrived, so a head trickled a byte at a time costs one scan.
     //!
     //! The Autobahn conformance server raises the sizes to 16 MiB and the
     //! fragment count to 65,536, which its cases 9.x need.

@@ -13,6 +13,8 @@ mod upgrade;
 pub use body::Body;
 pub use conn::{Client, Connection, ReadyState, SlowClient};
 pub use error::{Disconnect, Error, SendError};
+#[doc(hidden)]
+pub use head::fuzz_request_head;
 pub use hub::Hub;
 pub use server::Server;
 pub use stats::{Snapshot, Stats};

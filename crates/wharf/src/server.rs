@@ -1,11 +1,16 @@
 //! The server: one listener, plain HTTP and WebSocket upgrades on one port.
 //!
-//! Every accepted socket is served by hyper (HTTP/1.1, keep-alive). A request
-//! whose `Upgrade` header names `websocket` is validated by
-//! `wharf_proto::Handshake`, offered to the upgrade hook, and answered `101`;
-//! its socket is then taken back from hyper (`Upgraded::downcast`, with the
-//! bytes hyper read past the request head) for a connection driver. Every
-//! other request goes to the application's request handler.
+//! The first request head of every accepted socket is read by wharf
+//! (`head`): a WebSocket upgrade is validated by
+//! `wharf_proto::Handshake`, offered to the upgrade hook and answered `101`
+//! there, and the socket goes to the connection driver. Anything else, and
+//! every later request on a keep-alive connection, is served by hyper
+//! (HTTP/1.1), with the same head limits; an upgrade that hyper read is
+//! answered the same way, and its socket taken back from hyper
+//! (`Upgraded::downcast`, with the bytes hyper read past the request head).
+//! Every other request goes to the application's request handler. Plain
+//! HTTP writes that make no progress for the write timeout drop the
+//! connection; a graceful shutdown waits for the responses in flight.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -13,7 +18,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -23,7 +28,8 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
 use wharf_proto::{CloseCode, DeflateConfig, DeflateParams, Handshake, Limits, handshake};
 
 use crate::body::Body;
@@ -33,12 +39,16 @@ use crate::error::Error;
 use crate::head::{self, Head, Prefixed};
 use crate::hub::Hub;
 use crate::stats::{Counters, Stats};
-use crate::upgrade::{PendingConnection, Refuse, Upgrade, validate};
+use crate::upgrade::{PendingConnection, Refuse, Upgrade, validate, validate_parts};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type RequestHandler = Arc<dyn Fn(Request<Incoming>) -> BoxFuture<Response<Body>> + Send + Sync>;
 type UpgradeHandler = Arc<dyn Fn(Upgrade) -> BoxFuture<Result<Upgrade, Refuse>> + Send + Sync>;
 type ConnectionHandler = Arc<dyn Fn(Connection) -> BoxFuture<()> + Send + Sync>;
+
+/// Held by every connection still in its HTTP phase (see
+/// [`Server::serve_with_shutdown`]); never sent on.
+type InFlight = mpsc::Sender<Infallible>;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -154,7 +164,8 @@ impl Server {
     }
 
     /// How long to wait for the peer's close frame, and then for its FIN,
-    /// after the close handshake starts (default 10 s).
+    /// after the close handshake starts (default 10 s). At shutdown, plain
+    /// HTTP responses in flight get as long to finish.
     #[must_use]
     pub fn close_timeout(mut self, timeout: Duration) -> Self {
         Arc::make_mut(&mut self.settings).close_timeout = timeout;
@@ -165,7 +176,8 @@ impl Server {
     /// (default 30 s): a peer that stops reading, or holds its TCP window at
     /// zero, is then dropped with its queue
     /// ([`Disconnect::TimedOut`](crate::Disconnect::TimedOut), counted in
-    /// `write_timeouts`). `None` turns it off.
+    /// `write_timeouts`). Plain HTTP responses too: one the socket takes no
+    /// byte of for this long drops its connection. `None` turns it off.
     #[must_use]
     pub fn write_timeout(mut self, timeout: Option<Duration>) -> Self {
         Arc::make_mut(&mut self.settings).write_timeout = timeout;
@@ -173,7 +185,10 @@ impl Server {
     }
 
     /// How long a client may take to send a request head (default 10 s);
-    /// slower connections are dropped (slowloris).
+    /// slower connections are dropped (slowloris). For a connection's first
+    /// request it runs from accept until the head is complete, whichever
+    /// path reads it; each later head on a keep-alive connection gets as
+    /// long again.
     #[must_use]
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
@@ -279,9 +294,10 @@ impl Server {
 
     /// Serves connections from `listener` until `signal` completes, then
     /// shuts down gracefully: stops accepting, lets plain HTTP connections
-    /// finish their current request, flushes every queued message, sends
-    /// close 1001 to every client and waits for them to close, up to the
-    /// close timeout (plus a second), before returning.
+    /// finish the response in flight (and closes idle ones), flushes every
+    /// queued message, sends close 1001 to every client and waits for them
+    /// to close and for the HTTP responses to finish, up to the close
+    /// timeout (plus a second), before returning.
     ///
     /// # Errors
     /// As for [`Server::serve`].
@@ -295,6 +311,9 @@ impl Server {
     ) -> Result<(), Error> {
         let server = Arc::new(self);
         let (stop_tx, stop_rx) = watch::channel(false);
+        // Every connection still in its HTTP phase holds a sender: the
+        // receiver sees the channel close once they all have ended.
+        let (in_flight, mut http_done) = mpsc::channel::<Infallible>(1);
         tokio::pin!(signal);
         loop {
             tokio::select! {
@@ -303,7 +322,7 @@ impl Server {
                         let server = server.clone();
                         let stop = stop_rx.clone();
                         tokio::spawn(Lifecycle::Opening(Box::pin(
-                            server.serve_http(stream, peer, stop),
+                            server.serve_http(stream, peer, stop, in_flight.clone()),
                         )));
                     }
                     Err(e) => {
@@ -315,6 +334,7 @@ impl Server {
             }
         }
         drop(listener);
+        drop(in_flight);
         tracing::info!(connections = server.settings.hub.len(), "shutting down");
         let _ = stop_tx.send(true);
         server
@@ -322,12 +342,13 @@ impl Server {
             .hub
             .close_all(CloseCode::GOING_AWAY, "server shutting down");
         let grace = server.settings.close_timeout + Duration::from_secs(1);
-        if tokio::time::timeout(grace, server.settings.hub.wait_empty())
-            .await
-            .is_err()
-        {
+        let drained = async {
+            tokio::join!(server.settings.hub.wait_empty(), http_done.recv());
+        };
+        if tokio::time::timeout(grace, drained).await.is_err() {
             tracing::warn!(
                 connections = server.settings.hub.len(),
+                http_connections = http_done.sender_strong_count(),
                 "shutdown deadline passed"
             );
         }
@@ -420,25 +441,34 @@ impl Server {
 
     /// Serves one TCP connection: its first request head is read here, and
     /// a WebSocket upgrade is answered without hyper (see `head`); anything
-    /// else goes to hyper.
+    /// else goes to hyper. The handshake timeout runs from here until the
+    /// first request head is complete, on both paths.
     /// The connection's task then becomes the WebSocket connection's
-    /// (`Task`), without a second spawn.
+    /// (`Task`), without a second spawn. `_in_flight` is held until the
+    /// HTTP part ends, for the graceful shutdown to wait on.
     async fn serve_http(
         self: Arc<Self>,
         mut stream: TcpStream,
         peer: SocketAddr,
         mut stop: watch::Receiver<bool>,
+        _in_flight: InFlight,
     ) -> Option<Task<TcpStream>> {
+        let deadline = Instant::now() + self.handshake_timeout;
         let _ = stream.set_nodelay(true);
         let first = tokio::select! {
-            r = tokio::time::timeout(self.handshake_timeout, head::read(&mut stream)) => r,
+            r = tokio::time::timeout_at(deadline, head::read(&mut stream)) => r,
             _ = stop.wait_for(|s| *s) => return None,
         };
         match first {
             Ok(Some(Head::Upgrade(req, rest))) => self.accept_direct(stream, req, rest, peer).await,
             Ok(Some(Head::Other(read))) => {
-                self.serve_hyper(Prefixed::new(read, stream), peer, stop)
-                    .await;
+                let io = Prefixed::new(read, stream).write_timeout(self.settings.write_timeout);
+                self.serve_hyper(io, peer, deadline, stop).await;
+                None
+            }
+            Ok(Some(Head::Refused(refuse))) => {
+                tracing::debug!(%peer, status = %refuse.status, reason = %refuse.reason, "request head refused");
+                self.refuse_direct(stream, &refuse).await;
                 None
             }
             // Closed, failed or timed out before a whole request head.
@@ -446,28 +476,58 @@ impl Server {
         }
     }
 
+    /// Serves the rest of a connection with hyper, its first request head
+    /// already in `stream`'s prefix: that request must be read by
+    /// `deadline`, each later one within the handshake timeout; heads are
+    /// held to the same limits as the first one (see `head`).
     async fn serve_hyper(
         self: Arc<Self>,
         stream: Prefixed<TcpStream>,
         peer: SocketAddr,
+        deadline: Instant,
         mut stop: watch::Receiver<bool>,
     ) {
         let server = self.clone();
+        let first_read = Arc::new(AtomicBool::new(false));
+        let seen = first_read.clone();
         let service = hyper::service::service_fn(move |req| {
+            seen.store(true, Ordering::Relaxed);
             let server = server.clone();
             async move { Ok::<_, Infallible>(server.dispatch(req, peer).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(self.handshake_timeout)
+            .max_headers(head::MAX_HEADERS)
+            .max_header_size(head::MAX_HEAD)
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         tokio::pin!(conn);
-        let result = tokio::select! {
-            r = conn.as_mut() => r,
-            _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
+        let first_deadline = tokio::time::sleep_until(deadline);
+        tokio::pin!(first_deadline);
+        let mut waiting_first = true;
+        let result = loop {
+            tokio::select! {
+                r = conn.as_mut() => break r,
+                () = &mut first_deadline, if waiting_first => {
+                    waiting_first = false;
+                    if !first_read.load(Ordering::Relaxed) {
+                        tracing::debug!(%peer, "handshake timeout in hyper");
+                        return;
+                    }
+                }
+                () = async { let _ = stop.wait_for(|s| *s).await; } => {
+                    // The response in flight finishes, within the close
+                    // timeout; an idle connection closes at once.
+                    conn.as_mut().graceful_shutdown();
+                    match tokio::time::timeout(self.settings.close_timeout, conn.as_mut()).await {
+                        Ok(r) => break r,
+                        Err(_) => {
+                            tracing::debug!(%peer, "http response cut by the shutdown deadline");
+                            return;
+                        }
+                    }
+                }
             }
         };
         if let Err(e) = result {
@@ -485,7 +545,7 @@ impl Server {
         peer: SocketAddr,
     ) -> Option<Task<TcpStream>> {
         let (parts, ()) = req.into_parts();
-        let written = match self.decide(parts, peer).await {
+        match self.decide(parts, peer).await {
             Decision::Accept(answer, meta) => {
                 let mut out = Vec::with_capacity(256);
                 let protocol = meta.protocol.as_deref();
@@ -495,20 +555,38 @@ impl Server {
                 stream.write_all(&out).await.ok()?;
                 let handler = Some(&self.on_connection);
                 let (shared, handler, _) = open(&self.settings, Some(peer), meta, handler);
-                return Some(Task::new(Driver::new(stream, shared, rest), handler));
+                Some(Task::new(Driver::new(stream, shared, rest), handler))
             }
             Decision::Refuse(refuse) => {
-                let response = handshake::refusal(refuse.status, ());
-                head::respond(&mut stream, &response, refuse.reason.as_bytes()).await
+                self.refuse_direct(stream, &refuse).await;
+                None
             }
-        };
-        if written.is_ok() {
-            let _ = stream.shutdown().await;
         }
-        None
     }
 
+    /// Sends a refusal (status and one-line reason, `Connection: close`) on
+    /// a connection whose first request wharf read, and closes it. The write
+    /// is bounded by the close timeout.
+    async fn refuse_direct(&self, mut stream: TcpStream, refuse: &Refuse) {
+        let response = handshake::refusal(refuse.status, ());
+        let written = tokio::time::timeout(
+            self.settings.close_timeout,
+            head::respond(&mut stream, &response, refuse.reason.as_bytes()),
+        )
+        .await;
+        if let Ok(Ok(())) = written {
+            let _ = stream.shutdown().await;
+        }
+    }
+
+    /// A request that hyper read (any but a connection's first): upgrades
+    /// to [`Server::accept`], the rest to the request handler, but a target
+    /// over the limit gets `414` and the connection closes.
     async fn dispatch(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        if target_len(req.uri()) > head::MAX_TARGET {
+            tracing::debug!(%peer, "request target too long");
+            return closing(head::target_too_long().into_response());
+        }
         if handshake::is_upgrade_request(&req) {
             self.accept(req, peer).await
         } else {
@@ -517,7 +595,9 @@ impl Server {
     }
 
     /// An upgrade request that hyper read: the decision, and for a `101`
-    /// a task that takes the socket back from hyper once it is sent.
+    /// a task that takes the socket back from hyper once it is sent. A
+    /// refusal closes the connection (`Connection: close`): what follows
+    /// the refused request on it is not read as another request.
     async fn accept(
         self: Arc<Self>,
         mut req: Request<Incoming>,
@@ -526,7 +606,7 @@ impl Server {
         let on_upgrade = hyper::upgrade::on(&mut req);
         let (parts, _) = req.into_parts();
         match self.decide(parts, peer).await {
-            Decision::Refuse(refuse) => refuse.into_response(),
+            Decision::Refuse(refuse) => closing(refuse.into_response()),
             Decision::Accept(answer, meta) => {
                 let response = answer
                     .hs
@@ -551,10 +631,9 @@ impl Server {
     /// Validates an upgrade request and runs the upgrade hook: the `101`
     /// and what the connection will know, or the refusal (counted).
     async fn decide(&self, parts: http::request::Parts, peer: SocketAddr) -> Decision {
-        let hs = match Handshake::validate(&parts.method, parts.version, &parts.headers) {
+        let hs = match validate_parts(&parts) {
             Ok(hs) => hs,
-            Err(reject) => {
-                let refusal = Refuse::from(reject);
+            Err(refusal) => {
                 tracing::debug!(%peer, status = %refusal.status, reason = %refusal.reason, "handshake refused");
                 self.settings
                     .stats
@@ -737,6 +816,22 @@ impl Server {
         }
         Some(out)
     }
+}
+
+/// The length of a request target as it was sent (path and query, or the
+/// whole of an absolute or authority form).
+fn target_len(uri: &http::Uri) -> usize {
+    match uri.path_and_query() {
+        Some(pq) if uri.scheme().is_none() => pq.as_str().len(),
+        _ => uri.to_string().len(),
+    }
+}
+
+/// `res`, marked to close its connection once sent (hyper then closes it).
+fn closing(mut res: Response<Body>) -> Response<Body> {
+    res.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    res
 }
 
 fn upgrade_required() -> Response<Body> {

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::request::Parts;
-use http::{Extensions, HeaderMap, Request, Response, StatusCode, Uri};
+use http::{Extensions, HeaderMap, Request, Response, StatusCode, Uri, header};
 use wharf_proto::{Handshake, Reject, handshake};
 
 use crate::body::Body;
@@ -157,5 +157,37 @@ impl fmt::Debug for PendingConnection {
 
 /// Validates the handshake, returning the offered protocols.
 pub(crate) fn validate<B>(req: &Request<B>) -> Result<Handshake, Refuse> {
-    Handshake::from_request(req).map_err(Refuse::from)
+    let hs = Handshake::from_request(req).map_err(Refuse::from)?;
+    check_bounds(req.uri(), req.headers())?;
+    Ok(hs)
+}
+
+/// [`validate`] for a request taken apart.
+pub(crate) fn validate_parts(parts: &Parts) -> Result<Handshake, Refuse> {
+    let hs =
+        Handshake::validate(&parts.method, parts.version, &parts.headers).map_err(Refuse::from)?;
+    check_bounds(&parts.uri, &parts.headers)?;
+    Ok(hs)
+}
+
+/// What wharf asks of an upgrade request beyond RFC 6455: no body (`400`),
+/// since the bytes after the head are frames, and a target the connection
+/// can keep (`414` past [`MAX_TARGET`](crate::head::MAX_TARGET)).
+fn check_bounds(uri: &Uri, headers: &HeaderMap) -> Result<(), Refuse> {
+    let body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes() != b"0");
+    if body {
+        return Err(Refuse::new(
+            StatusCode::BAD_REQUEST,
+            "an upgrade request must not have a body",
+        ));
+    }
+    let target = uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    if target > crate::head::MAX_TARGET {
+        return Err(crate::head::target_too_long());
+    }
+    Ok(())
 }

@@ -7,5 +7,6 @@ mod chat;
 mod config;
 mod metrics;
 mod modes;
+mod shutdown;
 mod static_files;
 mod util;

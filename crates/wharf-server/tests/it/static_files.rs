@@ -192,3 +192,21 @@ async fn the_chat_page_and_its_assets_are_embedded() {
     }
     server.stop().await;
 }
+
+/// Hostile paths get a client error, never a server error (which is
+/// logged): a name longer than any file system allows is not found, a
+/// target over the limit is too long.
+#[tokio::test]
+async fn overlong_paths_get_404_or_414() {
+    let (_tmp, server) = site("overlong").await;
+    let long_name = format!("/{}", "a".repeat(300));
+    let res = server.request("GET", &long_name, &[]).await;
+    assert_eq!(res.status, 404, "{}", res.body_text());
+    let long_path = "/abcdefg".repeat(600);
+    let res = server.request("GET", &long_path, &[]).await;
+    assert_eq!(res.status, 404, "{}", res.body_text());
+    let too_long = format!("/{}", "b".repeat(9 * 1024));
+    let res = server.request("GET", &too_long, &[]).await;
+    assert_eq!(res.status, 414, "{}", res.body_text());
+    server.stop().await;
+}

@@ -9,6 +9,7 @@ mod chat_util;
 mod deflate;
 mod echo;
 mod http;
+mod http_limits;
 mod hub;
 mod keepalive;
 mod limits;

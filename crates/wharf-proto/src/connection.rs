@@ -111,8 +111,8 @@ pub struct Connection {
     role: Role,
     state: State,
     rsv_allowed: u8,
-    /// Pong frames in `transmits`.
-    pongs: u8,
+    /// Pong frames in `transmits` (ours and the application's).
+    pongs: u16,
     /// The input is over: a close frame or a violation was parsed.
     input_done: bool,
     /// `receive` stopped before the end of its input (events wait).
@@ -349,6 +349,11 @@ impl Connection {
             decoder,
             result: None,
         })
+    }
+
+    /// Whether an [`Inflation`] is out (taken and not yet finished).
+    pub fn is_inflating(&self) -> bool {
+        self.inflating
     }
 
     /// Takes back an inflation (running it first if it was not): its
@@ -680,9 +685,10 @@ impl Connection {
         let Some(clock) = &mut self.clock else {
             return;
         };
-        if waiting {
-            // Input is paused while the application holds messages back:
-            // that silence is ours, not the peer's.
+        if waiting || (clock.stalled.is_some() && l.has_write()) {
+            // Input is paused while the application holds messages back,
+            // or while the peer takes no output (the write deadline judges
+            // that): the silence is ours, not the peer's.
             clock.heard = now;
             clock.pinged = false;
         }
@@ -759,6 +765,9 @@ impl Connection {
             }
             _ => self.encode(opcode, payload),
         };
+        if opcode == OpCode::Pong {
+            self.pongs = self.pongs.saturating_add(1);
+        }
         self.push(t);
         Ok(())
     }
@@ -1022,7 +1031,7 @@ impl Connection {
     /// last one queued.
     fn pong(&mut self, payload: &[u8]) {
         let pong = self.encode(OpCode::Pong, Bytes::copy_from_slice(payload));
-        if self.pongs < MAX_PONGS {
+        if self.pongs < u16::from(MAX_PONGS) {
             self.pongs += 1;
             self.push(pong);
             return;

@@ -370,6 +370,7 @@ impl Inner {
             if closed {
                 self.publish_state();
             }
+            debug_assert!(!self.proto.is_inflating(), "drained during an inflation");
             if let Some(job) = self.proto.take_inflation() {
                 let _ = self.proto.finish_inflation(job);
             } else if self.proto.receive_pending() {
@@ -684,10 +685,9 @@ impl Drop for Connection {
                 inner.publish_state();
             }
         }
-        if inner.proto.receive_pending() || inner.proto.buffered_amount() > 0 {
-            // What `receive` left behind, or a close echo just queued.
-            inner.wake_driver();
-        }
+        // The driver may be paused on the events just taken, or have a
+        // close echo to write, or input left behind them to parse.
+        inner.wake_driver();
         if inner.proto.state() == State::Open && inner.ended.is_none() {
             // Dropped while its handler unwinds from a panic: the server
             // failed, not the conversation.

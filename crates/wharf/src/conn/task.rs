@@ -236,6 +236,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Task<S> {
                         .close(CloseCode::INTERNAL_ERROR, "internal error");
                     inner.wake_driver();
                     inner.publish_state();
+                } else {
+                    // The connection had ended; so had its counters.
+                    tracing::error!(
+                        panic = what,
+                        "connection handler panicked after its connection ended"
+                    );
                 }
                 self.handler = None;
             }
@@ -415,7 +421,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if why == Expired::Write {
             Counters::add(&self.shared.stats().write_timeouts, 1);
         }
-        self.end(End::TimedOut)
+        let ended = self.end(End::TimedOut);
+        if !matches!(ended, Disconnect::TimedOut) {
+            // The core's account (the peer's close, say) names the end,
+            // but a deadline cut it short: a timeout all the same.
+            Counters::add(&self.shared.stats().timeouts, 1);
+        }
+        ended
     }
 
     /// Sleeps until `deadline`; when the timer fires, hands the core the
@@ -661,7 +673,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if !self.shared.lock().write_shut {
             match Pin::new(&mut self.io).poll_shutdown(cx) {
                 Poll::Ready(_) => self.shared.lock().write_shut = true,
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // A transport whose shutdown waits on the peer (TLS)
+                    // is bounded by the close deadline too.
+                    return match self.poll_expiry(cx, deadline) {
+                        true => Poll::Ready(self.end(End::Reset)),
+                        false => Poll::Pending,
+                    };
+                }
             }
         }
         self.read_buf.clear();
@@ -685,16 +704,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Poll::Pending => break,
             }
         }
+        match self.poll_expiry(cx, deadline) {
+            true => Poll::Ready(self.end(End::Reset)),
+            false => Poll::Pending,
+        }
+    }
+
+    /// Runs the timer until it is pending: whether a deadline expired.
+    fn poll_expiry(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> bool {
         let mut deadline = deadline;
         while self.poll_timer(cx, deadline) {
             let inner = self.shared.lock();
             if inner.proto.expired().is_some() {
-                drop(inner);
-                return Poll::Ready(self.end(End::Reset));
+                return true;
             }
             deadline = inner.proto.poll_timeout();
         }
-        Poll::Pending
+        false
     }
 
     /// Records how the connection ended and wakes the handle; the core's

@@ -242,3 +242,33 @@ async fn send_on_a_reset_connection_is_an_error() {
     assert!(conn.send("into the void").is_err());
     assert!(conn.close(CloseCode::NORMAL, "").is_err());
 }
+
+#[tokio::test]
+async fn a_connection_dropped_in_another_task_without_reading_finishes_its_close() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let server = Server::new()
+        .close_timeout(Duration::from_secs(30))
+        .on_connection(move |conn| {
+            let tx = tx.clone();
+            async move {
+                // The handler hands the connection to a task of its own,
+                // which closes it and, later, drops it unread.
+                tokio::spawn(async move {
+                    let _ = conn.close(CloseCode::NORMAL, "bye");
+                    let _ = tx.send(conn.client().clone());
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    drop(conn);
+                });
+            }
+        });
+    let addr = start(server).await;
+    let mut raw = RawClient::handshake(addr).await;
+    let client = within("connection", rx.recv()).await.unwrap();
+    assert_eq!(within("close", raw.read_frame()).await.close_code(), 1000);
+    raw.write(&frame(0x1, b"unread", Some(MASK))).await;
+    raw.write(&frame(0x8, &1000u16.to_be_bytes(), Some(MASK)))
+        .await;
+    within("end of stream", raw.expect_eof()).await;
+    let why = client.disconnect();
+    assert!(matches!(&why, Some(Disconnect::Closed(_))), "{why:?}");
+}

@@ -6,6 +6,7 @@ pub mod docs;
 mod error;
 mod head;
 mod hub;
+mod policy;
 mod server;
 mod stats;
 mod upgrade;
@@ -16,6 +17,7 @@ pub use error::{Disconnect, Error, SendError};
 #[doc(hidden)]
 pub use head::fuzz_request_head;
 pub use hub::Hub;
+pub use policy::{Hosts, InvalidPattern, Origins};
 pub use server::Server;
 pub use stats::{Snapshot, Stats};
 pub use upgrade::{PendingConnection, Refuse, Upgrade, upgrade};

@@ -38,8 +38,11 @@ use crate::conn::{Client, Connection, Info, Shared, SlowClient};
 use crate::error::Error;
 use crate::head::{self, Head, Prefixed};
 use crate::hub::Hub;
+use crate::policy::{Hosts, Origins};
 use crate::stats::{Counters, Stats};
-use crate::upgrade::{PendingConnection, Refuse, Upgrade, validate, validate_parts};
+use crate::upgrade::{
+    PendingConnection, Refuse, Upgrade, add_headers, is_addable, validate, validate_parts,
+};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type RequestHandler = Arc<dyn Fn(Request<Incoming>) -> BoxFuture<Response<Body>> + Send + Sync>;
@@ -78,6 +81,8 @@ pub struct Server {
     settings: Arc<Settings>,
     handshake_timeout: Duration,
     protocols: Vec<String>,
+    origins: Origins,
+    hosts: Hosts,
     on_request: RequestHandler,
     on_upgrade: Option<UpgradeHandler>,
     on_connection: ConnectionHandler,
@@ -112,6 +117,8 @@ impl Server {
             }),
             handshake_timeout: Duration::from_secs(10),
             protocols: Vec::new(),
+            origins: Origins::default(),
+            hosts: Hosts::default(),
             on_request: Arc::new(|_| Box::pin(async { upgrade_required() })),
             on_upgrade: None,
             on_connection: Arc::new(|mut conn| {
@@ -213,6 +220,26 @@ impl Server {
     #[must_use]
     pub fn keep_headers(mut self, keep: bool) -> Self {
         Arc::make_mut(&mut self.settings).keep_headers = keep;
+        self
+    }
+
+    /// The web pages allowed to open WebSocket connections, by their
+    /// `Origin` (default: the same origin as the request's `Host`;
+    /// requests without `Origin`, from clients that are not browsers, are
+    /// always allowed). Others get `403`, before the upgrade hook runs.
+    #[must_use]
+    pub fn allowed_origins(mut self, origins: Origins) -> Self {
+        self.origins = origins;
+        self
+    }
+
+    /// The names this server answers to, by the `Host` header (default:
+    /// any). Others get `403`, plain requests and upgrades alike: the
+    /// defence against DNS rebinding for a server bound to a private or
+    /// loopback address.
+    #[must_use]
+    pub fn allowed_hosts(mut self, hosts: Hosts) -> Self {
+        self.hosts = hosts;
         self
     }
 
@@ -387,6 +414,8 @@ impl Server {
         req: &mut Request<B>,
     ) -> Result<(Response<Body>, PendingConnection), Refuse> {
         let hs = validate(req)?;
+        self.hosts.check(req.headers())?;
+        self.origins.check(req.headers())?;
         let protocol = self.choose_protocol(&hs);
         let (response, deflate) = self.answer(&hs, protocol.as_deref());
         let response = response.map(|()| Body::empty());
@@ -398,6 +427,7 @@ impl Server {
             protocol,
             data: http::Extensions::new(),
             deflate,
+            response_headers: http::HeaderMap::new(),
         };
         let settings = self.settings.clone();
         let inner = Box::pin(async move {
@@ -552,6 +582,7 @@ impl Server {
                 answer
                     .hs
                     .write_response(protocol, answer.extensions.as_ref(), &mut out);
+                write_extra_headers(&mut out, &meta.response_headers);
                 stream.write_all(&out).await.ok()?;
                 let handler = Some(&self.on_connection);
                 let (shared, handler, _) = open(&self.settings, Some(peer), meta, handler);
@@ -568,7 +599,10 @@ impl Server {
     /// a connection whose first request wharf read, and closes it. The write
     /// is bounded by the close timeout.
     async fn refuse_direct(&self, mut stream: TcpStream, refuse: &Refuse) {
-        let response = handshake::refusal(refuse.status, ());
+        let mut response = handshake::refusal(refuse.status, ());
+        if let Some(headers) = refuse.headers() {
+            add_headers(response.headers_mut(), headers.clone());
+        }
         let written = tokio::time::timeout(
             self.settings.close_timeout,
             head::respond(&mut stream, &response, refuse.reason.as_bytes()),
@@ -589,6 +623,9 @@ impl Server {
         }
         if handshake::is_upgrade_request(&req) {
             self.accept(req, peer).await
+        } else if let Err(refuse) = self.hosts.check(req.headers()) {
+            tracing::debug!(%peer, host = ?req.headers().get(header::HOST), "request refused: host not allowed");
+            closing(refuse.into_response())
         } else {
             (self.on_request)(req).await
         }
@@ -608,9 +645,10 @@ impl Server {
         match self.decide(parts, peer).await {
             Decision::Refuse(refuse) => closing(refuse.into_response()),
             Decision::Accept(answer, meta) => {
-                let response = answer
+                let mut response = answer
                     .hs
                     .response(meta.protocol.as_deref(), answer.extensions.as_ref());
+                add_headers(response.headers_mut(), meta.response_headers.clone());
                 // This task lives only until hyper hands the socket back;
                 // the connection then gets a task of its own, sized for what
                 // it keeps.
@@ -642,12 +680,26 @@ impl Server {
                 return Decision::Refuse(refusal);
             }
         };
+        if let Err(refusal) = self
+            .hosts
+            .check(&parts.headers)
+            .and_then(|()| self.origins.check(&parts.headers))
+        {
+            let origin = parts.headers.get(header::ORIGIN);
+            tracing::debug!(%peer, ?origin, host = ?parts.headers.get(header::HOST), reason = %refusal.reason, "upgrade refused by policy");
+            self.settings
+                .stats
+                .counters()
+                .refused(refusal.status.as_u16(), &refusal.reason);
+            return Decision::Refuse(refusal);
+        }
         let mut up = Upgrade {
             peer,
             protocol: self.choose_protocol(&hs),
             offered: hs.protocols().to_vec(),
             parts,
             data: http::Extensions::new(),
+            response_headers: http::HeaderMap::new(),
         };
         if let Some(hook) = &self.on_upgrade {
             up = match hook(up).await {
@@ -670,6 +722,7 @@ impl Server {
             protocol: up.protocol,
             data: up.data,
             deflate,
+            response_headers: up.response_headers,
         };
         Decision::Accept(Answer { hs, extensions }, meta)
     }
@@ -699,6 +752,24 @@ struct Meta {
     protocol: Option<String>,
     data: http::Extensions,
     deflate: Option<DeflateParams>,
+    /// Added to the `101` by the upgrade hook.
+    response_headers: http::HeaderMap,
+}
+
+/// Writes the upgrade hook's headers into a `101` that
+/// `Handshake::write_response` wrote (before its final blank line).
+fn write_extra_headers(out: &mut Vec<u8>, headers: &http::HeaderMap) {
+    if headers.is_empty() {
+        return;
+    }
+    out.truncate(out.len() - 2);
+    for (name, value) in headers.iter().filter(|(n, _)| is_addable(n)) {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Takes the socket back from hyper and starts the connection

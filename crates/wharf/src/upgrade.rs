@@ -9,7 +9,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::request::Parts;
-use http::{Extensions, HeaderMap, Request, Response, StatusCode, Uri, header};
+use http::{
+    Extensions, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header,
+};
 use wharf_proto::{Handshake, Reject, handshake};
 
 use crate::body::Body;
@@ -25,6 +27,8 @@ pub struct Upgrade {
     pub(crate) offered: Vec<String>,
     pub(crate) protocol: Option<String>,
     pub(crate) data: Extensions,
+    /// Headers for the `101`.
+    pub(crate) response_headers: HeaderMap,
 }
 
 impl Upgrade {
@@ -80,6 +84,25 @@ impl Upgrade {
     pub fn insert<T: Clone + Send + Sync + 'static>(&mut self, data: T) {
         self.data.insert(data);
     }
+
+    /// Headers to add to the `101` (a `Set-Cookie`, say). Those the
+    /// handshake itself writes (`Upgrade`, `Connection`,
+    /// `Sec-WebSocket-*`, `Content-Length`, `Transfer-Encoding`) are not
+    /// sent from here.
+    pub fn response_headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.response_headers
+    }
+}
+
+/// Whether a header may be added by the application to a `101` or a
+/// refusal: not one that the handshake or the framing of the response
+/// depends on.
+pub(crate) fn is_addable(name: &HeaderName) -> bool {
+    !(name == header::UPGRADE
+        || name == header::CONNECTION
+        || name == header::CONTENT_LENGTH
+        || name == header::TRANSFER_ENCODING
+        || name.as_str().starts_with("sec-websocket-"))
 }
 
 impl fmt::Debug for Upgrade {
@@ -93,13 +116,17 @@ impl fmt::Debug for Upgrade {
     }
 }
 
-/// A refused upgrade: the status and the one-line reason sent as the body.
+/// A refused upgrade: the status and the one-line reason sent as the body,
+/// with any headers added (`WWW-Authenticate`, `Retry-After`).
 #[derive(Clone, Debug, Eq, PartialEq)]
+#[non_exhaustive]
 pub struct Refuse {
     /// The response status.
     pub status: StatusCode,
     /// One line saying why.
     pub reason: Cow<'static, str>,
+    /// Headers to send with it; boxed, as few refusals have any.
+    headers: Option<Box<HeaderMap>>,
 }
 
 impl Refuse {
@@ -108,13 +135,48 @@ impl Refuse {
         Self {
             status,
             reason: reason.into(),
+            headers: None,
         }
     }
 
-    /// The response: the status, the reason as a `text/plain` body, and
-    /// `Sec-WebSocket-Version: 13` on a 426 or `Allow: GET` on a 405.
+    /// Adds a header to the refusal, such as `WWW-Authenticate` or
+    /// `Retry-After` (those that frame the response or the handshake are
+    /// not sent: see [`Upgrade::response_headers_mut`]).
+    #[must_use]
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.get_or_insert_default().append(name, value);
+        self
+    }
+
+    /// The headers added with [`Refuse::with_header`].
+    pub fn headers(&self) -> Option<&HeaderMap> {
+        self.headers.as_deref()
+    }
+
+    /// The response: the status, the reason as a `text/plain` body, the
+    /// added headers, and `Sec-WebSocket-Version: 13` on a 426 or
+    /// `Allow: GET` on a 405.
     pub fn into_response(self) -> Response<Body> {
-        handshake::refusal(self.status, Body::from(self.reason.into_owned()))
+        let mut res = handshake::refusal(self.status, Body::from(self.reason.into_owned()));
+        if let Some(headers) = self.headers {
+            add_headers(res.headers_mut(), *headers);
+        }
+        res
+    }
+}
+
+/// Adds the application's `extra` headers to a response's, but those it
+/// may not set (see [`is_addable`]).
+pub(crate) fn add_headers(to: &mut HeaderMap, extra: HeaderMap) {
+    let mut last = None;
+    for (name, value) in extra {
+        // `HeaderMap::into_iter` names only the first of repeated values.
+        if let Some(name) = name {
+            last = Some(name);
+        }
+        if let Some(name) = last.as_ref().filter(|n| is_addable(n)) {
+            to.append(name.clone(), value);
+        }
     }
 }
 

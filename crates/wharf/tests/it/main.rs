@@ -13,6 +13,7 @@ mod http_limits;
 mod hub;
 mod keepalive;
 mod limits;
+mod policy;
 mod protocol;
 mod shutdown;
 mod slow_client;

@@ -62,6 +62,25 @@ pub struct Settings {
     #[arg(long, env = "WHARF_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
+    /// A web origin (scheme://host[:port], or https://*.domain) whose pages
+    /// may open WebSockets here, besides the server's own; repeatable, or
+    /// comma-separated; "*" allows every origin [default: same origin only]
+    #[arg(long = "allowed-origin", env = "WHARF_ALLOWED_ORIGIN", value_name = "ORIGIN", value_delimiter = ',', value_parser = parse_origin)]
+    pub allowed_origin: Option<Vec<String>>,
+
+    /// A name this server answers to in the Host header (name, *.domain or
+    /// address; ports aside); repeatable, or comma-separated; "*" for any
+    /// [default: localhost, 127.0.0.1 and [::1] on a loopback listen
+    /// address, else any]
+    #[arg(long = "allowed-host", env = "WHARF_ALLOWED_HOST", value_name = "HOST", value_delimiter = ',', value_parser = parse_host)]
+    pub allowed_host: Option<Vec<String>>,
+
+    /// Serve /metrics (and /healthz) on this address instead of the main
+    /// one [default: none: /metrics on the main address only when it is
+    /// loopback]
+    #[arg(long, env = "WHARF_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// What the server does with WebSocket messages [default: chat]
     #[arg(long, env = "WHARF_MODE", value_enum)]
     pub mode: Option<Mode>,
@@ -182,6 +201,13 @@ pub enum DeflateMode {
 pub struct Config {
     /// The address to listen on.
     pub listen: SocketAddr,
+    /// Origins allowed besides the server's own (`*`: every one).
+    pub allowed_origins: Vec<String>,
+    /// Host names answered to; empty for the default (see
+    /// [`Config::hosts`]).
+    pub allowed_hosts: Vec<String>,
+    /// Where /metrics is served, if not on the main address.
+    pub metrics_listen: Option<SocketAddr>,
     /// What the server does with WebSocket messages.
     pub mode: Mode,
     /// The directory served for plain HTTP requests, if any.
@@ -216,6 +242,9 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 3400)),
+            allowed_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            metrics_listen: None,
             mode: Mode::Chat,
             static_dir: None,
             max_message_size: CHAT_MAX_MESSAGE,
@@ -295,6 +324,9 @@ const CHAT_MAX_MESSAGE: usize = 64 << 10;
 
 const KEYS: &[&str] = &[
     "listen",
+    "allowed-origin",
+    "allowed-host",
+    "metrics-listen",
     "mode",
     "static",
     "max-message-size",
@@ -312,6 +344,40 @@ const KEYS: &[&str] = &[
 ];
 
 impl Config {
+    /// The `Origin` policy: same origin, plus `allowed-origin`.
+    pub fn origins(&self) -> wharf::Origins {
+        let mut origins = wharf::Origins::same_origin();
+        for o in &self.allowed_origins {
+            // Checked when the configuration was read.
+            if let Ok(more) = origins.clone().allow(o) {
+                origins = more;
+            }
+        }
+        origins
+    }
+
+    /// The `Host` policy: `allowed-host`, or by default the loopback names
+    /// on a loopback listen address (a browser's page of another site
+    /// cannot then reach this server through a name it rebinds to
+    /// 127.0.0.1), and any name elsewhere (the server's public names are
+    /// not known; set them with `allowed-host`).
+    pub fn hosts(&self) -> wharf::Hosts {
+        let names: Vec<&str> = if !self.allowed_hosts.is_empty() {
+            self.allowed_hosts.iter().map(String::as_str).collect()
+        } else if self.listen.ip().is_loopback() {
+            vec!["localhost", "127.0.0.1", "[::1]"]
+        } else {
+            vec!["*"]
+        };
+        wharf::Hosts::only(names).unwrap_or_else(|_| wharf::Hosts::any())
+    }
+
+    /// Whether /metrics is served on the main address: only when it is
+    /// loopback and no `metrics-listen` is set.
+    pub fn metrics_on_main(&self) -> bool {
+        self.metrics_listen.is_none() && self.listen.ip().is_loopback()
+    }
+
     /// Resolves the configuration: `cli` (which carries the environment
     /// variables too) over the file it names, if any, over the defaults.
     ///
@@ -383,6 +449,15 @@ impl Config {
             let at = |message: String| error(Some(value.span()), Some(&name), message);
             match name.as_str() {
                 "listen" => settings.listen = Some(string(value, &name, parse_addr).map_err(at)?),
+                "allowed-origin" => {
+                    settings.allowed_origin = Some(strings(value, parse_origin).map_err(at)?);
+                }
+                "allowed-host" => {
+                    settings.allowed_host = Some(strings(value, parse_host).map_err(at)?);
+                }
+                "metrics-listen" => {
+                    settings.metrics_listen = Some(string(value, &name, parse_addr).map_err(at)?);
+                }
                 "mode" => {
                     settings.mode = Some(string(value, &name, parse_enum::<Mode>).map_err(at)?)
                 }
@@ -438,6 +513,9 @@ impl Config {
     pub fn apply(&mut self, layer: Settings) {
         let Settings {
             listen,
+            allowed_origin,
+            allowed_host,
+            metrics_listen,
             mode,
             static_dir,
             max_message_size,
@@ -454,6 +532,11 @@ impl Config {
             log_level,
         } = layer;
         set(&mut self.listen, listen);
+        set(&mut self.allowed_origins, allowed_origin);
+        set(&mut self.allowed_hosts, allowed_host);
+        if metrics_listen.is_some() {
+            self.metrics_listen = metrics_listen;
+        }
         set(&mut self.mode, mode);
         if static_dir.is_some() {
             self.static_dir = static_dir;
@@ -483,6 +566,19 @@ impl Config {
             out.push('\n');
         };
         line("listen", quote(&self.listen.to_string()));
+        let list = |items: &[String]| {
+            let quoted: Vec<String> = items.iter().map(|i| quote(i)).collect();
+            format!("[{}]", quoted.join(", "))
+        };
+        line("allowed-origin", list(&self.allowed_origins));
+        line("allowed-host", list(&self.allowed_hosts));
+        match self.metrics_listen {
+            Some(addr) => line("metrics-listen", quote(&addr.to_string())),
+            None => line(
+                "# metrics-listen",
+                "\"ADDR\"  (none: /metrics on a loopback main address only)".to_owned(),
+            ),
+        }
         line("mode", quote(&enum_name(self.mode)));
         match &self.static_dir {
             Some(dir) => line("static", quote(&dir.display().to_string())),
@@ -563,6 +659,47 @@ fn string<T>(
             value.get_ref().type_str()
         )),
     }
+}
+
+/// A string, or an array of strings, each checked by `parse`.
+fn strings(
+    value: &Spanned<DeValue<'_>>,
+    parse: fn(&str) -> Result<String, String>,
+) -> Result<Vec<String>, String> {
+    if let Some(s) = value.get_ref().as_str() {
+        return Ok(vec![parse(s)?]);
+    }
+    let Some(items) = value.get_ref().as_array() else {
+        return Err(format!(
+            "expected a string or an array of strings, found {}",
+            value.get_ref().type_str()
+        ));
+    };
+    items
+        .iter()
+        .map(|item| match item.get_ref().as_str() {
+            Some(s) => parse(s),
+            None => Err(format!(
+                "expected strings in the array, found {}",
+                item.get_ref().type_str()
+            )),
+        })
+        .collect()
+}
+
+/// An allowed origin: `*`, or a pattern `wharf::Origins` takes.
+pub(crate) fn parse_origin(s: &str) -> Result<String, String> {
+    wharf::Origins::none()
+        .allow(s)
+        .map(|_| s.trim().to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// An allowed host: `*`, or a pattern `wharf::Hosts` takes.
+pub(crate) fn parse_host(s: &str) -> Result<String, String> {
+    wharf::Hosts::only([s])
+        .map(|_| s.trim().to_owned())
+        .map_err(|e| e.to_string())
 }
 
 fn integer(value: &Spanned<DeValue<'_>>) -> Option<Result<u64, String>> {

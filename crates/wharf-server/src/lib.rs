@@ -101,18 +101,70 @@ pub async fn serve(
         hub: server.hub(),
         stats: server.stats(),
         statics,
+        metrics: config.metrics_on_main(),
     });
     let server = configure(server, &config, app.clone());
     let addr = listener.local_addr().context("listener has no address")?;
+    if config.origins().is_any() {
+        tracing::warn!(
+            "allowed-origin \"*\": any web page may open WebSockets here and act as its visitor"
+        );
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics = match config.metrics_listen {
+        Some(at) => {
+            let listener = TcpListener::bind(at)
+                .await
+                .with_context(|| format!("cannot listen on {at} for metrics"))?;
+            tracing::info!(addr = %at, "metrics listening");
+            let mut stop = stop_rx;
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            Some(tokio::spawn(
+                metrics_server(app.clone()).serve_with_shutdown(listener, stopped),
+            ))
+        }
+        None => None,
+    };
     tracing::info!(
         %addr,
         mode = %config.mode,
         static_dir = app.statics.as_ref().map(|s| s.root().display().to_string()),
+        metrics = if app.metrics { "/metrics" } else { "not on this address" },
         "wharf listening"
     );
     server.serve_with_shutdown(listener, shutdown).await?;
+    // The metrics listener outlives the main one's shutdown, so that the
+    // drain can be watched.
+    let _ = stop_tx.send(true);
+    if let Some(task) = metrics {
+        let _ = task.await;
+    }
     tracing::info!("wharf stopped");
     Ok(())
+}
+
+/// The operator's listener: /metrics and /healthz, nothing else, and no
+/// WebSocket.
+fn metrics_server(app: Arc<App>) -> Server {
+    Server::new()
+        .on_upgrade(|_| async {
+            Err(Refuse::new(
+                StatusCode::NOT_FOUND,
+                "no WebSocket here: this is the metrics listener",
+            ))
+        })
+        .on_request(move |req| {
+            let app = app.clone();
+            async move {
+                match req.uri().path() {
+                    "/healthz" => plain(StatusCode::OK, "ok"),
+                    "/metrics" => app.metrics(),
+                    _ => plain(StatusCode::NOT_FOUND, "not found: /metrics or /healthz\n"),
+                }
+            }
+        })
 }
 
 /// What the request and connection handlers share.
@@ -121,6 +173,8 @@ struct App {
     hub: Hub,
     stats: Stats,
     statics: Option<StaticDir>,
+    /// Whether /metrics is served on the main address.
+    metrics: bool,
 }
 
 fn configure(server: Server, config: &Config, app: Arc<App>) -> Server {
@@ -146,7 +200,9 @@ fn configure(server: Server, config: &Config, app: Arc<App>) -> Server {
         .handshake_timeout(config.handshake_timeout)
         .close_timeout(config.close_timeout)
         .write_timeout((!config.write_timeout.is_zero()).then_some(config.write_timeout))
-        .keepalive(keepalive);
+        .keepalive(keepalive)
+        .allowed_origins(config.origins())
+        .allowed_hosts(config.hosts());
     if config.mode == Mode::Chat {
         server = server
             .protocols([chat::PROTOCOL])
@@ -175,6 +231,17 @@ fn configure(server: Server, config: &Config, app: Arc<App>) -> Server {
 }
 
 impl App {
+    /// The Prometheus text.
+    fn metrics(&self) -> Response<Body> {
+        let text = metrics::render(&self.stats.snapshot(), &self.hub);
+        let mut res = Response::new(Body::from(text));
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        );
+        res
+    }
+
     /// Answers a plain HTTP request.
     async fn route(&self, req: Request<Incoming>) -> Response<Body> {
         let path = req.uri().path();
@@ -187,14 +254,12 @@ impl App {
         }
         match path {
             "/healthz" => return plain(StatusCode::OK, "ok"),
+            "/metrics" if self.metrics => return self.metrics(),
             "/metrics" => {
-                let text = metrics::render(&self.stats.snapshot(), &self.hub);
-                let mut res = Response::new(Body::from(text));
-                res.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static(metrics::CONTENT_TYPE),
+                return plain(
+                    StatusCode::NOT_FOUND,
+                    "not found: metrics are served on the metrics listener (--metrics-listen)\n",
                 );
-                return res;
             }
             _ => {}
         }

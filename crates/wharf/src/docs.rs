@@ -19,6 +19,8 @@ pub mod limits {
     //! | request target | 8 KiB (path and query) | `414` with a one-line reason, the connection closed; an upgrade keeps its target for its lifetime ([`Client::path`](crate::Client::path)), so this bounds it |
     //! | upgrade request body | none | `Content-Length` other than `0`, or any `Transfer-Encoding`: `400` ("an upgrade request must not have a body") and the connection closed, since bytes after the head are read as frames |
     //! | refused upgrade | - | every refusal (`4xx`/`5xx` from validation, limits or the upgrade hook) closes its connection (`Connection: close`), also when it is not the first request on it: nothing behind it is read as another request |
+    //! | `Server::allowed_origins` | same origin as the `Host` | a browser's page of another origin (its `Origin` header) gets `403` "origin not allowed" before the upgrade hook runs; requests without `Origin` (not browsers) are served |
+    //! | `Server::allowed_hosts` | any | a request (plain or upgrade) whose `Host` names another server gets `403` "host not allowed": the defence against DNS rebinding |
     //! | pongs waiting to be sent | 16 (`wharf_proto::MAX_PONGS`) | a ping past it replaces the last pong queued (RFC 6455 §5.5.3 lets an endpoint answer only the latest ping); pongs copy their ping's payload, so a ping flood pins no read buffer |
     //! | events waiting for `recv` | 64 (`wharf_proto::MAX_EVENTS`); one inflated message | parsing stops, the rest stays in the read buffer as wire bytes, and the socket is not read until `recv` takes them: the peer is pushed back through TCP |
     //! | bytes read per poll | 256 KiB | the connection's task yields; a peer that sends without pause delays only its own connection |

@@ -10,6 +10,7 @@
 
 import { spawn } from "node:child_process";
 import { appendFileSync, mkdtempSync, openSync, rmSync, statSync } from "node:fs";
+import { createServer } from "node:http";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -153,6 +154,36 @@ async function notSeen(page, text) {
   if (all.includes(text)) throw new Error(`a page in another room saw ${JSON.stringify(text)}`);
 }
 
+// A page served from another origin (a second port) tries to open the
+// chat's WebSocket, as a hostile site a visitor opens would: the server must
+// refuse it (403, so the page sees close 1006) and count the refusal.
+async function crossOriginIsRefused(context) {
+  const elsewhere = createServer((_req, res) => {
+    res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+    res.end(`<!doctype html><title>waiting</title><script>
+      const ws = new WebSocket("ws://127.0.0.1:${PORT}/chat", "wharf.chat.v1");
+      ws.onopen = () => { document.title = "opened"; };
+      ws.onclose = (e) => { document.title = "closed " + e.code; };
+    </script>`);
+  });
+  await new Promise((resolve) => elsewhere.listen(0, "127.0.0.1", resolve));
+  const page = await context.newPage();
+  try {
+    page.setDefaultTimeout(STEP_MS);
+    await page.goto(`http://127.0.0.1:${elsewhere.address().port}/`);
+    await page.waitForFunction(() => document.title !== "waiting");
+    const title = await page.title();
+    if (title !== "closed 1006") throw new Error(`a cross-origin page's WebSocket ended as ${JSON.stringify(title)}`);
+    const metrics = await (await fetch(`${BASE}/metrics`)).text();
+    if (!/wharf_handshake_refusals_total\{status="403",reason="origin not allowed/.test(metrics)) {
+      throw new Error("the cross-origin refusal is not counted in /metrics");
+    }
+  } finally {
+    await page.close();
+    elsewhere.close();
+  }
+}
+
 // ---- the test -------------------------------------------------------------------------
 
 const errors = [];
@@ -204,6 +235,9 @@ try {
   const time = await ada.$eval("#messages .message time", (t) => t.textContent);
   if (!/\d/.test(time)) throw new Error(`messages show no time (got ${JSON.stringify(time)})`);
   lap("messages reach their room only, with sender and time");
+
+  await crossOriginIsRefused(context);
+  lap("a page of another origin (another port) cannot open the chat's WebSocket: 403, counted");
 
   const restartAt = Date.now();
   await stopServer();

@@ -7,6 +7,7 @@ mod chat;
 mod config;
 mod metrics;
 mod modes;
+mod policy;
 mod shutdown;
 mod static_files;
 mod util;

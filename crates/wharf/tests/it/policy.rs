@@ -34,11 +34,17 @@ async fn a_page_of_another_origin_is_refused_by_default_on_both_paths() {
         let evil = upgrade_request("/", &["Origin: http://evil.example"]);
         let res = ask(echo(), &evil, second).await;
         assert_eq!(res.status, 403, "{res:?}");
-        assert!(res.one_line_body().contains("origin not allowed"), "{res:?}");
+        assert!(
+            res.one_line_body().contains("origin not allowed"),
+            "{res:?}"
+        );
         // The page's own origin, and a client that is not a browser.
         let own = upgrade_request("/", &["Origin: http://localhost"]);
         assert_eq!(ask(echo(), &own, second).await.status, 101);
-        assert_eq!(ask(echo(), &upgrade_request("/", &[]), second).await.status, 101);
+        assert_eq!(
+            ask(echo(), &upgrade_request("/", &[]), second).await.status,
+            101
+        );
         // Same host, another port: another origin.
         let port = upgrade_request("/", &["Origin: http://localhost:8080"]);
         assert_eq!(ask(echo(), &port, second).await.status, 403);
@@ -65,12 +71,16 @@ async fn allowed_origins_take_patterns_and_any() {
 async fn a_stranger_host_is_refused_for_upgrades_and_plain_requests() {
     let hosts = || Hosts::only(["localhost", "127.0.0.1"]).unwrap();
     for second in [false, true] {
-        let rebound = upgrade_request("/", &[]).replace("Host: localhost", "Host: attacker.example");
+        let rebound =
+            upgrade_request("/", &[]).replace("Host: localhost", "Host: attacker.example");
         let res = ask(echo().allowed_hosts(hosts()), &rebound, second).await;
         assert_eq!(res.status, 403, "{res:?}");
         assert!(res.one_line_body().contains("host not allowed"));
         let ok = upgrade_request("/", &[]).replace("Host: localhost", "Host: 127.0.0.1:3400");
-        assert_eq!(ask(echo().allowed_hosts(hosts()), &ok, second).await.status, 101);
+        assert_eq!(
+            ask(echo().allowed_hosts(hosts()), &ok, second).await.status,
+            101
+        );
     }
     let get = "GET /metrics HTTP/1.1\r\nHost: attacker.example\r\n\r\n";
     let res = ask(echo().allowed_hosts(hosts()), get, false).await;
@@ -91,7 +101,10 @@ async fn the_upgrade_hook_adds_headers_to_the_101_and_to_refusals() {
                     .with_header(header::CONTENT_LENGTH, HeaderValue::from_static("999")));
             }
             let h = up.response_headers_mut();
-            h.insert(header::SET_COOKIE, HeaderValue::from_static("session=abc; HttpOnly"));
+            h.insert(
+                header::SET_COOKIE,
+                HeaderValue::from_static("session=abc; HttpOnly"),
+            );
             h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
             Ok(up)
         })

@@ -62,7 +62,7 @@ pub struct Settings {
     #[arg(long, env = "WHARF_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
 
-    /// A web origin (scheme://host[:port], or https://*.domain) whose pages
+    /// A web origin (scheme://host:port, or https://*.domain) whose pages
     /// may open WebSockets here, besides the server's own; repeatable, or
     /// comma-separated; "*" allows every origin [default: same origin only]
     #[arg(long = "allowed-origin", env = "WHARF_ALLOWED_ORIGIN", value_name = "ORIGIN", value_delimiter = ',', value_parser = parse_origin)]
@@ -70,7 +70,7 @@ pub struct Settings {
 
     /// A name this server answers to in the Host header (name, *.domain or
     /// address; ports aside); repeatable, or comma-separated; "*" for any
-    /// [default: localhost, 127.0.0.1 and [::1] on a loopback listen
+    /// [default: localhost, 127.0.0.1 and ::1 on a loopback listen
     /// address, else any]
     #[arg(long = "allowed-host", env = "WHARF_ALLOWED_HOST", value_name = "HOST", value_delimiter = ',', value_parser = parse_host)]
     pub allowed_host: Option<Vec<String>>,

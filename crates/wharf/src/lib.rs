@@ -1,12 +1,15 @@
 #![doc = include_str!("../../../README.md")]
 
 mod body;
+mod caps;
 mod conn;
 pub mod docs;
 mod error;
+mod forwarded;
 mod head;
 mod hub;
 mod policy;
+mod proxy_protocol;
 mod server;
 mod stats;
 mod upgrade;
@@ -15,9 +18,14 @@ pub use body::Body;
 pub use conn::{Client, Connection, ReadyState, SlowClient};
 pub use error::{Disconnect, Error, SendError};
 #[doc(hidden)]
+pub use forwarded::fuzz_forwarded;
+pub use forwarded::{Cidr, CidrError, Remote};
+#[doc(hidden)]
 pub use head::fuzz_request_head;
 pub use hub::Hub;
 pub use policy::{Hosts, InvalidPattern, Origins};
+#[doc(hidden)]
+pub use proxy_protocol::fuzz_proxy_header;
 pub use server::Server;
 pub use stats::{Snapshot, Stats};
 pub use upgrade::{PendingConnection, Refuse, Upgrade, upgrade};

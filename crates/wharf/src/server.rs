@@ -33,12 +33,15 @@ use tokio::time::Instant;
 use wharf_proto::{CloseCode, DeflateConfig, DeflateParams, Handshake, Limits, handshake};
 
 use crate::body::Body;
+use crate::caps::{self, AcceptErrors, Caps, Full, HttpSlot, Slot};
 use crate::conn::task::{Driver, Keepalive, Lifecycle, Settings, Task};
 use crate::conn::{Client, Connection, Info, Shared, SlowClient};
 use crate::error::Error;
+use crate::forwarded::{self, Cidr, Remote};
 use crate::head::{self, Head, Prefixed};
 use crate::hub::Hub;
 use crate::policy::{Hosts, Origins};
+use crate::proxy_protocol;
 use crate::stats::{Counters, Stats};
 use crate::upgrade::{
     PendingConnection, Refuse, Upgrade, add_headers, is_addable, validate, validate_parts,
@@ -80,6 +83,8 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub struct Server {
     settings: Arc<Settings>,
     handshake_timeout: Duration,
+    trusted_proxies: Vec<Cidr>,
+    proxy_protocol: bool,
     protocols: Vec<String>,
     origins: Origins,
     hosts: Hosts,
@@ -114,8 +119,11 @@ impl Server {
                 keep_headers: false,
                 stats: Stats::default(),
                 hub: Hub::new(),
+                caps: Caps::new(256),
             }),
             handshake_timeout: Duration::from_secs(10),
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
             protocols: Vec::new(),
             origins: Origins::default(),
             hosts: Hosts::default(),
@@ -243,6 +251,61 @@ impl Server {
         self
     }
 
+    /// The most connections open at once, WebSocket and plain HTTP
+    /// (default: `None`, no cap). Past it an upgrade gets `503` with
+    /// `Retry-After` and a one-line reason; a plain request is still
+    /// answered, and its connection closed after the response. See
+    /// [`crate::docs::limits`].
+    #[must_use]
+    pub fn max_connections(mut self, max: Option<usize>) -> Self {
+        Arc::make_mut(&mut self.settings).caps.max_connections = max;
+        self
+    }
+
+    /// The most connections open at once from one client address (an IPv6
+    /// client: from one /64), as [`Server::max_connections`] counts them
+    /// and with the same outcome (default: `None`, no cap). The address is
+    /// the client's, as trusted proxies report it
+    /// ([`Server::trusted_proxies`]).
+    #[must_use]
+    pub fn max_connections_per_ip(mut self, max: Option<usize>) -> Self {
+        Arc::make_mut(&mut self.settings).caps.max_per_ip = max;
+        self
+    }
+
+    /// The most handshakes in flight: connections accepted whose first
+    /// request head is not complete yet (default 256). A new connection
+    /// past it drops the oldest one, whose socket is closed without an
+    /// answer: idle sockets cannot hold descriptors that others need.
+    #[must_use]
+    pub fn max_handshakes(mut self, max: usize) -> Self {
+        Arc::make_mut(&mut self.settings).caps.max_handshakes = max.max(1);
+        self
+    }
+
+    /// Peers (reverse proxies, load balancers) whose `Forwarded`,
+    /// `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host`
+    /// headers are believed (default: none). The client is the right-most
+    /// address in the chain that is not a trusted proxy; logs,
+    /// [`Client::peer_addr`], [`Upgrade::peer_addr`] and the per-address
+    /// cap see it. See [`Remote`].
+    #[must_use]
+    pub fn trusted_proxies<I: IntoIterator<Item = Cidr>>(mut self, proxies: I) -> Self {
+        self.trusted_proxies = proxies.into_iter().collect();
+        self
+    }
+
+    /// Expects a PROXY protocol header (version 1 or 2) first on every
+    /// connection (default: off), and takes the client's address from it.
+    /// A missing or malformed header closes the connection; the header must
+    /// arrive within the handshake timeout. Turn it on only when every peer
+    /// that can reach the listener is a proxy that sends it.
+    #[must_use]
+    pub fn proxy_protocol(mut self, on: bool) -> Self {
+        self.proxy_protocol = on;
+        self
+    }
+
     /// Subprotocols this server speaks. The first one the client offers is
     /// chosen; with none in common, the handshake succeeds without one.
     #[must_use]
@@ -341,20 +404,30 @@ impl Server {
         // Every connection still in its HTTP phase holds a sender: the
         // receiver sees the channel close once they all have ended.
         let (in_flight, mut http_done) = mpsc::channel::<Infallible>(1);
+        let mut errors = AcceptErrors::new();
         tokio::pin!(signal);
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        errors.reset();
+                        // Registered here, in accept order, so that the
+                        // oldest handshake is the one dropped.
+                        let (handshake, _) = server.settings.caps.handshake();
                         let server = server.clone();
                         let stop = stop_rx.clone();
                         tokio::spawn(Lifecycle::Opening(Box::pin(
-                            server.serve_http(stream, peer, stop, in_flight.clone()),
+                            server.serve_http(stream, peer, stop, in_flight.clone(), handshake),
                         )));
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed; pausing");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let pause = errors.on_error(&e, &server.settings.caps);
+                        if !pause.is_zero() {
+                            tokio::select! {
+                                () = tokio::time::sleep(pause) => {}
+                                () = &mut signal => break,
+                            }
+                        }
                     }
                 },
                 () = &mut signal => break,
@@ -421,7 +494,8 @@ impl Server {
         let response = response.map(|()| Body::empty());
         let on_upgrade = hyper::upgrade::on(&mut *req);
         let meta = Meta {
-            peer: None,
+            remote: None,
+            slot: None,
             target: request_target(req.uri()),
             headers: self.kept_headers(req.headers()),
             protocol,
@@ -475,28 +549,49 @@ impl Server {
     /// first request head is complete, on both paths.
     /// The connection's task then becomes the WebSocket connection's
     /// (`Task`), without a second spawn. `_in_flight` is held until the
-    /// HTTP part ends, for the graceful shutdown to wait on.
+    /// HTTP part ends, for the graceful shutdown to wait on. With the PROXY
+    /// protocol on, its header is read first, under the same deadline.
+    /// `handshake` counts the connection among the handshakes in flight
+    /// until the head is complete; if it is dropped for a newer one, so is
+    /// the connection.
     async fn serve_http(
         self: Arc<Self>,
         mut stream: TcpStream,
-        peer: SocketAddr,
+        socket: SocketAddr,
         mut stop: watch::Receiver<bool>,
         _in_flight: InFlight,
+        mut handshake: caps::Handshake,
     ) -> Option<Task<TcpStream>> {
         let deadline = Instant::now() + self.handshake_timeout;
         let _ = stream.set_nodelay(true);
-        let first = tokio::select! {
-            r = tokio::time::timeout_at(deadline, head::read(&mut stream)) => r,
-            _ = stop.wait_for(|s| *s) => return None,
+        let first = {
+            let opening = async {
+                let peer = match self.proxy_protocol {
+                    true => self.read_proxy_header(&mut stream, socket).await?,
+                    false => socket,
+                };
+                Some((peer, head::read(&mut stream).await?))
+            };
+            tokio::select! {
+                r = tokio::time::timeout_at(deadline, opening) => r,
+                _ = stop.wait_for(|s| *s) => return None,
+                () = handshake.evicted() => {
+                    tracing::debug!(%socket, "handshake dropped for a newer one");
+                    return None;
+                }
+            }
         };
+        drop(handshake);
         match first {
-            Ok(Some(Head::Upgrade(req, rest))) => self.accept_direct(stream, req, rest, peer).await,
-            Ok(Some(Head::Other(read))) => {
+            Ok(Some((peer, Head::Upgrade(req, rest)))) => {
+                self.accept_direct(stream, req, rest, peer, socket).await
+            }
+            Ok(Some((peer, Head::Other(read)))) => {
                 let io = Prefixed::new(read, stream).write_timeout(self.settings.write_timeout);
-                self.serve_hyper(io, peer, deadline, stop).await;
+                self.serve_hyper(io, peer, socket, deadline, stop).await;
                 None
             }
-            Ok(Some(Head::Refused(refuse))) => {
+            Ok(Some((peer, Head::Refused(refuse)))) => {
                 tracing::debug!(%peer, status = %refuse.status, reason = %refuse.reason, "request head refused");
                 self.refuse_direct(stream, &refuse).await;
                 None
@@ -506,24 +601,47 @@ impl Server {
         }
     }
 
+    /// Reads the PROXY protocol header: the client's address, or the
+    /// socket's for the proxy's own connections; `None` (logged) closes the
+    /// connection.
+    async fn read_proxy_header(
+        &self,
+        stream: &mut TcpStream,
+        socket: SocketAddr,
+    ) -> Option<SocketAddr> {
+        match proxy_protocol::read(stream).await {
+            Ok(proxy_protocol::Header::Proxied { source, .. }) => Some(source),
+            Ok(proxy_protocol::Header::Local) => Some(socket),
+            Err(why) => {
+                tracing::debug!(%socket, why, "PROXY protocol header refused; closing");
+                None
+            }
+        }
+    }
+
     /// Serves the rest of a connection with hyper, its first request head
     /// already in `stream`'s prefix: that request must be read by
     /// `deadline`, each later one within the handshake timeout; heads are
-    /// held to the same limits as the first one (see `head`).
+    /// held to the same limits as the first one (see `head`). The
+    /// connection is counted under the caps from its first request on
+    /// (`HttpSlot`).
     async fn serve_hyper(
         self: Arc<Self>,
         stream: Prefixed<TcpStream>,
         peer: SocketAddr,
+        socket: SocketAddr,
         deadline: Instant,
         mut stop: watch::Receiver<bool>,
     ) {
         let server = self.clone();
         let first_read = Arc::new(AtomicBool::new(false));
         let seen = first_read.clone();
+        let slot = Arc::new(HttpSlot::default());
         let service = hyper::service::service_fn(move |req| {
             seen.store(true, Ordering::Relaxed);
             let server = server.clone();
-            async move { Ok::<_, Infallible>(server.dispatch(req, peer).await) }
+            let slot = slot.clone();
+            async move { Ok::<_, Infallible>(server.dispatch(req, peer, socket, &slot).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -573,10 +691,21 @@ impl Server {
         req: Request<()>,
         rest: BytesMut,
         peer: SocketAddr,
+        socket: SocketAddr,
     ) -> Option<Task<TcpStream>> {
         let (parts, ()) = req.into_parts();
-        match self.decide(parts, peer).await {
-            Decision::Accept(answer, meta) => {
+        let remote = forwarded::resolve(&self.trusted_proxies, peer, socket, &parts.headers);
+        let slot = match self.admit(&remote) {
+            Ok(slot) => slot,
+            Err(refuse) => {
+                let response = caps::retry_after(handshake::refusal(refuse.status, ()));
+                self.respond_and_close(stream, &response, &refuse).await;
+                return None;
+            }
+        };
+        match self.decide(parts, remote).await {
+            Decision::Accept(answer, mut meta) => {
+                meta.slot = Some(slot);
                 let mut out = Vec::with_capacity(256);
                 let protocol = meta.protocol.as_deref();
                 answer
@@ -585,7 +714,8 @@ impl Server {
                 write_extra_headers(&mut out, &meta.response_headers);
                 stream.write_all(&out).await.ok()?;
                 let handler = Some(&self.on_connection);
-                let (shared, handler, _) = open(&self.settings, Some(peer), meta, handler);
+                let peer = meta.remote.as_ref().map(Remote::addr);
+                let (shared, handler, _) = open(&self.settings, peer, meta, handler);
                 Some(Task::new(Driver::new(stream, shared, rest), handler))
             }
             Decision::Refuse(refuse) => {
@@ -598,14 +728,24 @@ impl Server {
     /// Sends a refusal (status and one-line reason, `Connection: close`) on
     /// a connection whose first request wharf read, and closes it. The write
     /// is bounded by the close timeout.
-    async fn refuse_direct(&self, mut stream: TcpStream, refuse: &Refuse) {
+    async fn refuse_direct(&self, stream: TcpStream, refuse: &Refuse) {
         let mut response = handshake::refusal(refuse.status, ());
         if let Some(headers) = refuse.headers() {
             add_headers(response.headers_mut(), headers.clone());
         }
+        self.respond_and_close(stream, &response, refuse).await;
+    }
+
+    /// Sends `response` with `refuse`'s reason as its body, and closes.
+    async fn respond_and_close(
+        &self,
+        mut stream: TcpStream,
+        response: &Response<()>,
+        refuse: &Refuse,
+    ) {
         let written = tokio::time::timeout(
             self.settings.close_timeout,
-            head::respond(&mut stream, &response, refuse.reason.as_bytes()),
+            head::respond(&mut stream, response, refuse.reason.as_bytes()),
         )
         .await;
         if let Ok(Ok(())) = written {
@@ -614,37 +754,74 @@ impl Server {
     }
 
     /// A request that hyper read (any but a connection's first): upgrades
-    /// to [`Server::accept`], the rest to the request handler, but a target
-    /// over the limit gets `414` and the connection closes.
-    async fn dispatch(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    /// to [`Server::accept`], the rest to the request handler with its
+    /// [`Remote`] in its extensions, but a target over the limit gets `414`
+    /// and the connection closes. The connection's first request counts it
+    /// under the caps; past them, the response closes it.
+    async fn dispatch(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        socket: SocketAddr,
+        slot: &HttpSlot,
+    ) -> Response<Body> {
+        let remote = forwarded::resolve(&self.trusted_proxies, peer, socket, req.headers());
         if target_len(req.uri()) > head::MAX_TARGET {
-            tracing::debug!(%peer, "request target too long");
+            tracing::debug!(peer = %remote.addr(), "request target too long");
             return closing(head::target_too_long().into_response());
         }
         if handshake::is_upgrade_request(&req) {
-            self.accept(req, peer).await
-        } else if let Err(refuse) = self.hosts.check(req.headers()) {
-            tracing::debug!(%peer, host = ?req.headers().get(header::HOST), "request refused: host not allowed");
-            closing(refuse.into_response())
-        } else {
-            (self.on_request)(req).await
+            // The upgrade is counted on its own, as a WebSocket connection.
+            slot.release();
+            return self.accept(req, remote).await;
         }
+        if let Err(refuse) = self.hosts.check(req.headers()) {
+            tracing::debug!(peer = %remote.addr(), host = ?req.headers().get(header::HOST), "request refused: host not allowed");
+            return closing(refuse.into_response());
+        }
+        let over = !slot.admit(|| self.settings.caps.admit(remote.addr().ip()));
+        req.extensions_mut().insert(remote);
+        let res = (self.on_request)(req).await;
+        if over { closing(res) } else { res }
+    }
+
+    /// Counts a connection from `remote` as open, or the refusal of a cap
+    /// (logged and counted).
+    fn admit(&self, remote: &Remote) -> Result<Slot, Refuse> {
+        self.settings
+            .caps
+            .admit(remote.addr().ip())
+            .map_err(|full| {
+                let refuse = full.refuse();
+                let peer = remote.addr();
+                match full {
+                    Full::Server => tracing::debug!(%peer, "upgrade refused: connection cap"),
+                    Full::Address => tracing::debug!(%peer, "upgrade refused: per-address cap"),
+                }
+                self.settings
+                    .stats
+                    .counters()
+                    .refused(refuse.status.as_u16(), &refuse.reason);
+                refuse
+            })
     }
 
     /// An upgrade request that hyper read: the decision, and for a `101`
     /// a task that takes the socket back from hyper once it is sent. A
     /// refusal closes the connection (`Connection: close`): what follows
     /// the refused request on it is not read as another request.
-    async fn accept(
-        self: Arc<Self>,
-        mut req: Request<Incoming>,
-        peer: SocketAddr,
-    ) -> Response<Body> {
+    async fn accept(self: Arc<Self>, mut req: Request<Incoming>, remote: Remote) -> Response<Body> {
+        let slot = match self.admit(&remote) {
+            Ok(slot) => slot,
+            Err(refuse) => return closing(caps::retry_after(refuse.into_response())),
+        };
+        let peer = remote.addr();
         let on_upgrade = hyper::upgrade::on(&mut req);
         let (parts, _) = req.into_parts();
-        match self.decide(parts, peer).await {
+        match self.decide(parts, remote).await {
             Decision::Refuse(refuse) => closing(refuse.into_response()),
-            Decision::Accept(answer, meta) => {
+            Decision::Accept(answer, mut meta) => {
+                meta.slot = Some(slot);
                 let mut response = answer
                     .hs
                     .response(meta.protocol.as_deref(), answer.extensions.as_ref());
@@ -668,7 +845,8 @@ impl Server {
 
     /// Validates an upgrade request and runs the upgrade hook: the `101`
     /// and what the connection will know, or the refusal (counted).
-    async fn decide(&self, parts: http::request::Parts, peer: SocketAddr) -> Decision {
+    async fn decide(&self, parts: http::request::Parts, remote: Remote) -> Decision {
+        let peer = remote.addr();
         let hs = match validate_parts(&parts) {
             Ok(hs) => hs,
             Err(refusal) => {
@@ -694,7 +872,7 @@ impl Server {
             return Decision::Refuse(refusal);
         }
         let mut up = Upgrade {
-            peer,
+            remote,
             protocol: self.choose_protocol(&hs),
             offered: hs.protocols().to_vec(),
             parts,
@@ -716,7 +894,8 @@ impl Server {
         }
         let (extensions, deflate) = self.negotiate(&hs);
         let meta = Meta {
-            peer: Some(peer),
+            remote: Some(up.remote),
+            slot: None,
             target: request_target(&up.parts.uri),
             headers: self.kept_headers(&up.parts.headers),
             protocol: up.protocol,
@@ -746,7 +925,10 @@ struct Answer {
 
 /// What is known of a connection before its socket is taken back.
 struct Meta {
-    peer: Option<SocketAddr>,
+    /// The client and the socket's peer, when wharf accepted the socket.
+    remote: Option<Remote>,
+    /// The connection's count under the caps, handed to it in [`open`].
+    slot: Option<Slot>,
     target: Box<str>,
     headers: Option<http::HeaderMap>,
     protocol: Option<String>,
@@ -809,9 +991,10 @@ fn start_io(
     meta: Meta,
     handler: Option<&ConnectionHandler>,
 ) -> Option<Connection> {
+    let peer = meta.remote.as_ref().map(Remote::addr);
     let peer = match &io {
-        Ok((tcp, _)) => meta.peer.or_else(|| tcp.peer_addr().ok()),
-        Err(_) => meta.peer,
+        Ok((tcp, _)) => peer.or_else(|| tcp.peer_addr().ok()),
+        Err(_) => peer,
     };
     let (shared, handler, conn) = open(settings, peer, meta, handler);
     match io {
@@ -845,6 +1028,8 @@ fn open(
     }
     let peer = peer.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     tracing::debug!(%peer, target = &*meta.target, "connection open");
+    let socket = meta.remote.as_ref().map(Remote::socket_addr);
+    let counted = meta.slot.map(Slot::hand_over).is_some();
     let info = Info::new(
         peer,
         meta.target,
@@ -852,6 +1037,8 @@ fn open(
         meta.headers,
         meta.data,
         meta.deflate,
+        socket.filter(|s| *s != peer),
+        counted,
     );
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let shared = Arc::new(Shared::new(proto, id, info, settings.clone()));
@@ -920,6 +1107,8 @@ impl fmt::Debug for Server {
         f.debug_struct("Server")
             .field("settings", &self.settings)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("proxy_protocol", &self.proxy_protocol)
             .field("protocols", &self.protocols)
             .field("hub", &self.settings.hub)
             .finish_non_exhaustive()

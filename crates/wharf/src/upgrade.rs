@@ -17,12 +17,13 @@ use wharf_proto::{Handshake, Reject, handshake};
 use crate::body::Body;
 use crate::conn::Connection;
 use crate::error::Error;
+use crate::forwarded::Remote;
 use crate::server::Server;
 
 /// A valid upgrade request, before it is answered: inspect it, choose a
 /// subprotocol, attach data for the connection, or refuse it.
 pub struct Upgrade {
-    pub(crate) peer: SocketAddr,
+    pub(crate) remote: Remote,
     pub(crate) parts: Parts,
     pub(crate) offered: Vec<String>,
     pub(crate) protocol: Option<String>,
@@ -32,9 +33,16 @@ pub struct Upgrade {
 }
 
 impl Upgrade {
-    /// The peer's address.
+    /// The client's address: the socket's peer, or the client a trusted
+    /// proxy vouched for (see [`Upgrade::remote`]).
     pub fn peer_addr(&self) -> SocketAddr {
-        self.peer
+        self.remote.addr()
+    }
+
+    /// Where the request came from: the client's address, the socket's
+    /// peer, and the scheme and host a trusted proxy reported.
+    pub fn remote(&self) -> &Remote {
+        &self.remote
     }
 
     /// The request URI.
@@ -108,7 +116,7 @@ pub(crate) fn is_addable(name: &HeaderName) -> bool {
 impl fmt::Debug for Upgrade {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Upgrade")
-            .field("peer", &self.peer)
+            .field("remote", &self.remote)
             .field("uri", &self.parts.uri)
             .field("offered", &self.offered)
             .field("protocol", &self.protocol)

@@ -69,6 +69,8 @@ pub(crate) struct Info {
     text: Box<str>,
     /// Where the subprotocol starts in `text`; `u32::MAX` without one.
     protocol_at: u32,
+    /// Counted under the server's connection caps until its task ends.
+    counted: bool,
     /// What most connections lack, in one block allocated only for those
     /// that have some of it.
     extras: Option<Box<Extras>>,
@@ -125,9 +127,15 @@ struct Extras {
     data: Extensions,
     /// The permessage-deflate parameters agreed in the handshake.
     deflate: Option<DeflateParams>,
+    /// The socket's peer, when a proxy vouched for another `peer`.
+    socket: Option<SocketAddr>,
 }
 
 impl Info {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "called once, in `server::open`, field by field"
+    )]
     pub(crate) fn new(
         peer: SocketAddr,
         target: Box<str>,
@@ -135,6 +143,8 @@ impl Info {
         headers: Option<HeaderMap>,
         data: Extensions,
         deflate: Option<DeflateParams>,
+        socket: Option<SocketAddr>,
+        counted: bool,
     ) -> Self {
         let mut text = String::from(target);
         let protocol_at = match (protocol, u32::try_from(text.len())) {
@@ -148,11 +158,17 @@ impl Info {
             peer: Peer::new(peer),
             text: text.into_boxed_str(),
             protocol_at,
-            extras: (headers.is_some() || !data.is_empty() || deflate.is_some()).then(|| {
+            counted,
+            extras: (headers.is_some()
+                || !data.is_empty()
+                || deflate.is_some()
+                || socket.is_some())
+            .then(|| {
                 Box::new(Extras {
                     headers,
                     data,
                     deflate,
+                    socket,
                 })
             }),
         }
@@ -160,6 +176,19 @@ impl Info {
 
     pub(crate) fn peer(&self) -> SocketAddr {
         self.peer.addr()
+    }
+
+    /// The socket's own peer (a proxy, when one vouched for `peer`).
+    pub(crate) fn socket(&self) -> SocketAddr {
+        self.extras
+            .as_ref()
+            .and_then(|e| e.socket)
+            .unwrap_or_else(|| self.peer())
+    }
+
+    /// Whether the connection is counted under the connection caps.
+    pub(crate) fn counted(&self) -> bool {
+        self.counted
     }
 
     fn headers(&self) -> Option<&HeaderMap> {
@@ -453,9 +482,17 @@ impl Client {
         self.shared.id
     }
 
-    /// The peer's address.
+    /// The client's address: the socket's peer, or the client a trusted
+    /// proxy vouched for ([`Server::trusted_proxies`](crate::Server::trusted_proxies),
+    /// [`Server::proxy_protocol`](crate::Server::proxy_protocol)).
     pub fn peer_addr(&self) -> SocketAddr {
         self.shared.info.peer()
+    }
+
+    /// The address at the other end of the socket: the proxy's when one
+    /// vouched for [`Client::peer_addr`], else the same address.
+    pub fn socket_addr(&self) -> SocketAddr {
+        self.shared.info.socket()
     }
 
     /// The upgrade request's path.

@@ -39,6 +39,7 @@ use tokio::time::Sleep;
 use wharf_proto::{CloseCode, DeflateConfig, Expired, Limits, Timeouts, Transmit};
 
 use super::{End, Shared, SlowClient};
+use crate::caps::Caps;
 use crate::error::Disconnect;
 use crate::hub::Hub;
 use crate::stats::{Counters, Stats};
@@ -60,6 +61,8 @@ pub(crate) struct Settings {
     pub(crate) stats: Stats,
     /// The server's registry of connections and rooms.
     pub(crate) hub: Hub,
+    /// The connection caps, which a counted connection leaves at its end.
+    pub(crate) caps: Caps,
 }
 
 impl Settings {
@@ -271,6 +274,9 @@ impl<S> Drop for Task<S> {
 fn retire(shared: &Shared, why: &Disconnect) {
     shared.stats().flush(shared.key(), true);
     shared.settings.hub.remove(shared.id);
+    if shared.info.counted() {
+        shared.settings.caps.release(shared.info.peer().ip());
+    }
     tracing::debug!(id = shared.id, peer = %shared.info.peer(), ?why, "connection closed");
 }
 

@@ -19,6 +19,8 @@ use clap::{Args, Parser, ValueEnum};
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+use crate::edge::{self, Edge, EdgeSettings};
+
 /// The `wharf` command line. Parsing it also reads the `WHARF_*`
 /// environment variables; [`Config::load`] then adds the file and the
 /// defaults.
@@ -149,6 +151,10 @@ pub struct Settings {
     /// directives such as "info,wharf=debug" [default: info]
     #[arg(long, env = "WHARF_LOG", value_name = "FILTER", value_parser = parse_log_level)]
     pub log_level: Option<String>,
+
+    /// Connection caps, trusted proxies, the PROXY protocol.
+    #[command(flatten)]
+    pub edge: EdgeSettings,
 }
 
 /// What the server does with WebSocket messages.
@@ -236,6 +242,8 @@ pub struct Config {
     pub ping_timeout: Duration,
     /// The tracing filter.
     pub log_level: String,
+    /// Connection caps, trusted proxies, the PROXY protocol.
+    pub edge: Edge,
 }
 
 impl Default for Config {
@@ -259,6 +267,7 @@ impl Default for Config {
             ping_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(20),
             log_level: "info".to_owned(),
+            edge: Edge::default(),
         }
     }
 }
@@ -343,6 +352,11 @@ const KEYS: &[&str] = &[
     "log-level",
 ];
 
+/// Every file key.
+fn keys() -> String {
+    [KEYS, edge::KEYS].concat().join(", ")
+}
+
 impl Config {
     /// The `Origin` policy: same origin, plus `allowed-origin`.
     pub fn origins(&self) -> wharf::Origins {
@@ -387,6 +401,7 @@ impl Config {
         let mut config = Self::default();
         let mut sized = cli.settings.max_message_size.is_some();
         let mut framed = cli.settings.max_frame_size.is_some();
+        let mut file_edge = None;
         if let Some(path) = &cli.config {
             let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
                 file: path.clone(),
@@ -399,9 +414,12 @@ impl Config {
             let file = Self::parse_file(&text, path)?;
             sized |= file.max_message_size.is_some();
             framed |= file.max_frame_size.is_some();
+            file_edge = Some(file.edge.clone());
             config.apply(file);
         }
         config.apply(cli.settings.clone());
+        // Caps left unset are derived from what is set.
+        config.edge = Edge::resolve(file_edge.as_ref(), &cli.settings.edge);
         // The chat protocol's messages are small; the benchmark modes relay
         // whatever they are sent.
         let default = match config.mode {
@@ -497,13 +515,16 @@ impl Config {
                 "log-level" => {
                     settings.log_level = Some(string(value, &name, parse_log_level).map_err(at)?);
                 }
-                _ => {
-                    return Err(error(
-                        Some(key.span()),
-                        Some(key.get_ref()),
-                        format!("unknown key; the keys are {}", KEYS.join(", ")),
-                    ));
-                }
+                _ => match settings.edge.parse_key(&name, value) {
+                    Some(result) => result.map_err(at)?,
+                    None => {
+                        return Err(error(
+                            Some(key.span()),
+                            Some(key.get_ref()),
+                            format!("unknown key; the keys are {}", keys()),
+                        ));
+                    }
+                },
             }
         }
         Ok(settings)
@@ -530,6 +551,7 @@ impl Config {
             ping_interval,
             ping_timeout,
             log_level,
+            edge,
         } = layer;
         set(&mut self.listen, listen);
         set(&mut self.allowed_origins, allowed_origin);
@@ -553,6 +575,7 @@ impl Config {
         set(&mut self.ping_interval, ping_interval);
         set(&mut self.ping_timeout, ping_timeout);
         set(&mut self.log_level, log_level);
+        self.edge.apply(edge);
     }
 
     /// The configuration as a TOML file that [`Config::parse_file`] reads
@@ -606,6 +629,7 @@ impl Config {
         line("ping-interval", quote(&off(self.ping_interval)));
         line("ping-timeout", quote(&fmt_duration(self.ping_timeout)));
         line("log-level", quote(&self.log_level));
+        self.edge.to_toml(&mut line);
         out
     }
 }

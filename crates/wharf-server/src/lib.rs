@@ -18,6 +18,7 @@
 
 mod chat;
 mod config;
+mod edge;
 mod metrics;
 mod page;
 mod static_files;
@@ -36,6 +37,7 @@ use wharf::{
 };
 
 pub use config::{Cli, Config, ConfigError, DeflateMode, Mode, Settings, SlowClientPolicy};
+pub use edge::{Edge, EdgeSettings, raise_descriptor_limit};
 
 use crate::static_files::{StaticDir, plain};
 
@@ -47,6 +49,7 @@ use crate::static_files::{StaticDir, plain};
 /// An invalid configuration, a listen address that cannot be bound, or a
 /// `--static` directory that does not exist.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    raise_descriptor_limit();
     let config = Config::load(&cli)?;
     if cli.print_config {
         print!("{}", config.to_toml());
@@ -134,6 +137,7 @@ pub async fn serve(
         metrics = if app.metrics { "/metrics" } else { "not on this address" },
         "wharf listening"
     );
+    config.edge.warn(addr);
     server.serve_with_shutdown(listener, shutdown).await?;
     // The metrics listener outlives the main one's shutdown, so that the
     // drain can be watched.
@@ -203,6 +207,7 @@ fn configure(server: Server, config: &Config, app: Arc<App>) -> Server {
         .keepalive(keepalive)
         .allowed_origins(config.origins())
         .allowed_hosts(config.hosts());
+    server = config.edge.configure(server);
     if config.mode == Mode::Chat {
         server = server
             .protocols([chat::PROTOCOL])

@@ -16,13 +16,16 @@
 use std::net::SocketAddr;
 
 use clap::Args;
+use clap::ValueEnum;
 use toml::Spanned;
 use toml::de::DeValue;
-use wharf::{Cidr, Server};
+use wharf::{Cidr, ForwardedHeader, Server};
 
 /// Descriptors kept for the process itself (listener, runtime, stdio,
 /// static files being read) when the caps are derived.
 const RESERVED_FDS: u64 = 32;
+/// The largest descriptor limit taken into account (also for "unlimited").
+const MAX_FDS: u64 = u32::MAX as u64;
 /// The descriptor limit assumed where it cannot be read.
 const FALLBACK_FDS: u64 = 1024;
 
@@ -55,10 +58,32 @@ pub struct EdgeSettings {
     #[arg(long = "trusted-proxy", env = "WHARF_TRUSTED_PROXY", value_name = "CIDR", value_delimiter = ',', value_parser = parse_cidr)]
     pub trusted_proxy: Vec<Cidr>,
 
+    /// Which header the trusted proxies set with the client's address:
+    /// x-forwarded-for (with X-Forwarded-Proto and -Host), or forwarded
+    /// (RFC 7239); the other is ignored [default: x-forwarded-for]
+    #[arg(
+        long,
+        env = "WHARF_FORWARDED_HEADER",
+        value_enum,
+        value_name = "HEADER"
+    )]
+    pub forwarded_header: Option<ForwardedBy>,
+
     /// Expect a PROXY protocol header (v1 or v2) first on every connection,
     /// and take the client's address from it [default: false]
     #[arg(long, env = "WHARF_PROXY_PROTOCOL", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub proxy_protocol: Option<bool>,
+}
+
+/// The header trusted proxies put the client's address in.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq, ValueEnum)]
+#[non_exhaustive]
+pub enum ForwardedBy {
+    /// `Forwarded` (RFC 7239).
+    Forwarded,
+    /// `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`.
+    #[default]
+    XForwardedFor,
 }
 
 /// The edge settings, resolved.
@@ -73,6 +98,8 @@ pub struct Edge {
     pub max_handshakes: usize,
     /// The proxies whose forwarding headers are believed.
     pub trusted_proxies: Vec<Cidr>,
+    /// The header they set.
+    pub forwarded_header: ForwardedBy,
     /// Whether every connection starts with a PROXY protocol header.
     pub proxy_protocol: bool,
 }
@@ -90,6 +117,7 @@ pub(crate) const KEYS: &[&str] = &[
     "max-connections-per-ip",
     "max-handshakes",
     "trusted-proxy",
+    "forwarded-header",
     "proxy-protocol",
 ];
 
@@ -106,12 +134,13 @@ impl Edge {
         });
         let per_ip = layer
             .max_connections_per_ip
-            .unwrap_or(connections.div_ceil(2));
+            .unwrap_or_else(|| connections.div_ceil(2));
         Self {
             max_connections: connections,
             max_connections_per_ip: per_ip,
             max_handshakes: handshakes,
             trusted_proxies: layer.trusted_proxy.clone(),
+            forwarded_header: layer.forwarded_header.unwrap_or_default(),
             proxy_protocol: layer.proxy_protocol.unwrap_or(false),
         }
     }
@@ -131,6 +160,7 @@ impl Edge {
             max_connections_per_ip,
             max_handshakes,
             trusted_proxies,
+            forwarded_header,
             proxy_protocol,
         } = self;
         *max_connections = layer.max_connections.unwrap_or(*max_connections);
@@ -141,6 +171,7 @@ impl Edge {
         if !layer.trusted_proxy.is_empty() {
             *trusted_proxies = layer.trusted_proxy;
         }
+        *forwarded_header = layer.forwarded_header.unwrap_or(*forwarded_header);
         *proxy_protocol = layer.proxy_protocol.unwrap_or(*proxy_protocol);
     }
 
@@ -152,6 +183,10 @@ impl Edge {
             .max_connections_per_ip(cap(self.max_connections_per_ip))
             .max_handshakes(self.max_handshakes)
             .trusted_proxies(self.trusted_proxies.iter().copied())
+            .forwarded_header(match self.forwarded_header {
+                ForwardedBy::Forwarded => ForwardedHeader::Forwarded,
+                ForwardedBy::XForwardedFor => ForwardedHeader::XForwardedFor,
+            })
             .proxy_protocol(self.proxy_protocol)
     }
 
@@ -195,6 +230,12 @@ impl Edge {
             .map(|c| format!("\"{c}\""))
             .collect();
         line("trusted-proxy", format!("[{}]", list.join(", ")));
+        let by = self
+            .forwarded_header
+            .to_possible_value()
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default();
+        line("forwarded-header", format!("\"{by}\""));
         line("proxy-protocol", self.proxy_protocol.to_string());
     }
 }
@@ -207,6 +248,7 @@ impl EdgeSettings {
             max_connections_per_ip,
             max_handshakes,
             trusted_proxy,
+            forwarded_header,
             proxy_protocol,
         } = layer;
         if max_connections.is_some() {
@@ -220,6 +262,9 @@ impl EdgeSettings {
         }
         if !trusted_proxy.is_empty() {
             self.trusted_proxy = trusted_proxy;
+        }
+        if forwarded_header.is_some() {
+            self.forwarded_header = forwarded_header;
         }
         if proxy_protocol.is_some() {
             self.proxy_protocol = proxy_protocol;
@@ -245,6 +290,12 @@ impl EdgeSettings {
             }
             "max-handshakes" => count(parse_positive).map(|n| self.max_handshakes = Some(n)),
             "trusted-proxy" => cidrs(value).map(|c| self.trusted_proxy = c),
+            "forwarded-header" => match value.get_ref() {
+                DeValue::String(s) => ForwardedBy::from_str(s, true)
+                    .map(|h| self.forwarded_header = Some(h))
+                    .map_err(|_| format!("{s:?} is not one of x-forwarded-for, forwarded")),
+                other => Err(format!("expected a string, found {}", other.type_str())),
+            },
             "proxy-protocol" => match value.get_ref() {
                 DeValue::Boolean(b) => {
                     self.proxy_protocol = Some(*b);
@@ -313,7 +364,7 @@ pub(crate) fn descriptor_limit() -> u64 {
         use rustix::process::{Resource, getrlimit};
         getrlimit(Resource::Nofile)
             .current
-            .map_or(u64::from(u32::MAX), |n| n.min(u64::from(u32::MAX)))
+            .map_or(MAX_FDS, |n| n.min(MAX_FDS))
     }
     #[cfg(not(unix))]
     {

@@ -37,7 +37,7 @@ use wharf::{
 };
 
 pub use config::{Cli, Config, ConfigError, DeflateMode, Mode, Settings, SlowClientPolicy};
-pub use edge::{Edge, EdgeSettings, raise_descriptor_limit};
+pub use edge::{Edge, EdgeSettings, ForwardedBy, raise_descriptor_limit};
 
 use crate::static_files::{StaticDir, plain};
 

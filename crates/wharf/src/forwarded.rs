@@ -11,7 +11,12 @@
 //! trusted, the left-most one is the client. An entry that is not an
 //! address (`unknown`, an obfuscated `_name`, garbage) stops the walk: the
 //! client is then the last hop known, a proxy. From a peer that is not
-//! trusted, nothing is read. `Forwarded` wins when both are sent.
+//! trusted, nothing is read.
+//!
+//! Only the header the proxies are said to set is read
+//! ([`ForwardedHeader`]): a proxy that maintains `X-Forwarded-For` passes a
+//! client's own `Forwarded` through untouched (and the reverse), so
+//! reading whichever is present would believe a forgery.
 //!
 //! The scheme and host the client asked for (for a page's own URL, and the
 //! Origin policy) come from the same hop: `proto=` and `host=` of the
@@ -101,6 +106,20 @@ impl fmt::Display for Cidr {
 #[error("not an IP address or CIDR block (such as 10.0.0.0/8 or ::1)")]
 pub struct CidrError(());
 
+/// Which header trusted proxies put the client's address in
+/// ([`Server::forwarded_header`](crate::Server::forwarded_header)); the
+/// other one is never read.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+#[non_exhaustive]
+pub enum ForwardedHeader {
+    /// `Forwarded` (RFC 7239), with its `proto=` and `host=` parameters.
+    Forwarded,
+    /// `X-Forwarded-For`, with `X-Forwarded-Proto` and `X-Forwarded-Host`:
+    /// what nginx, haproxy and most load balancers set.
+    #[default]
+    XForwardedFor,
+}
+
 /// Where a request came from: the client's address as far as trusted
 /// proxies vouch for it, and the socket's own peer. Upgrades have it as
 /// [`Upgrade::remote`](crate::Upgrade::remote); plain requests carry it in
@@ -152,6 +171,7 @@ impl Remote {
 /// source a PROXY protocol header gave; `socket` the socket's peer.
 pub(crate) fn resolve(
     trusted: &[Cidr],
+    header: ForwardedHeader,
     peer: SocketAddr,
     socket: SocketAddr,
     headers: &HeaderMap,
@@ -165,12 +185,15 @@ pub(crate) fn resolve(
     if !is_trusted(trusted, peer.ip()) {
         return remote;
     }
-    if let Some(hops) = joined(headers, "forwarded").and_then(|v| forwarded(&v)) {
-        if let Some(i) = choose(trusted, &hops, |h| h.addr) {
-            let hop = &hops[i];
+    if header == ForwardedHeader::Forwarded {
+        let hops = joined(headers, "forwarded").and_then(|v| forwarded(&v));
+        if let Some(hop) = hops.and_then(|h| {
+            let i = choose(trusted, &h, |h| h.addr)?;
+            h.into_iter().nth(i)
+        }) {
             remote.addr = hop.addr.unwrap_or(peer);
             remote.proto = hop.proto;
-            remote.host = hop.host.clone();
+            remote.host = hop.host;
         }
         return remote;
     }
@@ -355,12 +378,18 @@ fn authority(s: &str) -> Option<Authority> {
 }
 
 /// Runs the `Forwarded` and `X-Forwarded-*` parsing on arbitrary bytes,
-/// for the fuzz target: the first byte picks the trusted blocks, the rest
-/// is split into header lines.
+/// for the fuzz target: the first byte picks the trusted blocks (bits 0
+/// to 3) and the header read (bit 4: `X-Forwarded-For`), the rest is split
+/// into header lines. Whom it took for the client: `"peer"` or
+/// `"forwarded"`.
 #[doc(hidden)]
-pub fn fuzz_forwarded(data: &[u8]) {
+pub fn fuzz_forwarded(data: &[u8]) -> &'static str {
     let Some((&pick, rest)) = data.split_first() else {
-        return;
+        return "peer";
+    };
+    let header = match pick & 0x10 {
+        0 => ForwardedHeader::Forwarded,
+        _ => ForwardedHeader::XForwardedFor,
     };
     let trusted: Vec<Cidr> = ["127.0.0.0/8", "10.0.0.0/8", "::1", "2001:db8::/32"]
         .iter()
@@ -381,12 +410,17 @@ pub fn fuzz_forwarded(data: &[u8]) {
         }
     }
     let peer = SocketAddr::from(([127, 0, 0, 1], 1));
-    let remote = resolve(&trusted, peer, peer, &headers);
+    let remote = resolve(&trusted, header, peer, peer, &headers);
     if !is_trusted(&trusted, peer.ip()) {
         assert_eq!(remote, Remote::direct(peer));
     }
     if let Ok(s) = std::str::from_utf8(rest) {
         let _ = s.parse::<Cidr>();
+    }
+    if remote.addr() == peer {
+        "peer"
+    } else {
+        "forwarded"
     }
 }
 
@@ -408,7 +442,11 @@ mod tests {
 
     fn client(proxies: &[&str], peer: &str, pairs: &[(&'static str, &str)]) -> Remote {
         let peer: SocketAddr = peer.parse().unwrap();
-        resolve(&trusted(proxies), peer, peer, &headers(pairs))
+        let header = match pairs.iter().any(|(k, _)| *k == "forwarded") {
+            true => ForwardedHeader::Forwarded,
+            false => ForwardedHeader::XForwardedFor,
+        };
+        resolve(&trusted(proxies), header, peer, peer, &headers(pairs))
     }
 
     fn ip(r: &Remote) -> String {
@@ -498,12 +536,20 @@ mod tests {
         assert_eq!(r.addr(), "[2001:db8:cafe::17]:4711".parse().unwrap());
         assert_eq!(r.proto(), Some("https"));
         assert_eq!(r.host(), Some("chat.example:8443"));
-        // Forwarded wins over X-Forwarded-For.
-        let h = [
+        // Only the header configured is read.
+        let peer: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let h = headers(&[
             ("forwarded", "for=198.51.100.1"),
             ("x-forwarded-for", "198.51.100.2"),
-        ];
-        assert_eq!(ip(&client(p, "127.0.0.1:9", &h)), "198.51.100.1");
+        ]);
+        let t = trusted(p);
+        let r = resolve(&t, ForwardedHeader::Forwarded, peer, peer, &h);
+        assert_eq!(ip(&r), "198.51.100.1");
+        let r = resolve(&t, ForwardedHeader::XForwardedFor, peer, peer, &h);
+        assert_eq!(ip(&r), "198.51.100.2");
+        let h = headers(&[("forwarded", "for=198.51.100.1")]);
+        let r = resolve(&t, ForwardedHeader::XForwardedFor, peer, peer, &h);
+        assert_eq!(r, Remote::direct(peer));
         // An obfuscated or unknown node stops the walk.
         let h = [("forwarded", "for=198.51.100.1, for=_hidden")];
         assert_eq!(ip(&client(p, "127.0.0.1:9", &h)), "127.0.0.1");
@@ -541,5 +587,27 @@ mod tests {
             ("x-forwarded-proto", "gopher"),
         ];
         assert_eq!(client(p, "127.0.0.1:9", &h).proto(), None);
+    }
+
+    #[test]
+    fn forwarded_fuzz_seeds() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/forwarded");
+        let mut seeds: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+            .map(|entry| entry.expect("directory entry").path())
+            .collect();
+        seeds.sort();
+        assert!(seeds.len() >= 10, "only {} seeds", seeds.len());
+        for path in seeds {
+            let name = path
+                .file_name()
+                .expect("file name")
+                .to_string_lossy()
+                .into_owned();
+            let data = std::fs::read(&path).expect("seed file");
+            let (expected, _) = name.split_once('_').expect("outcome_description");
+            assert_eq!(fuzz_forwarded(&data), expected, "seed {name}");
+        }
     }
 }

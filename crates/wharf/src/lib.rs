@@ -19,7 +19,7 @@ pub use conn::{Client, Connection, ReadyState, SlowClient};
 pub use error::{Disconnect, Error, SendError};
 #[doc(hidden)]
 pub use forwarded::fuzz_forwarded;
-pub use forwarded::{Cidr, CidrError, Remote};
+pub use forwarded::{Cidr, CidrError, ForwardedHeader, Remote};
 #[doc(hidden)]
 pub use head::fuzz_request_head;
 pub use hub::Hub;

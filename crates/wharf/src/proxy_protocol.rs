@@ -222,9 +222,10 @@ pub(crate) async fn read<S: AsyncRead + Unpin>(io: &mut S) -> Result<Header, &'s
 /// Parses arbitrary bytes as a PROXY header and checks the parser's
 /// promises, for the fuzz target: reading what it asks for never passes
 /// the header's end, and the outcome does not depend on how the bytes
-/// arrived.
+/// arrived. What the whole input is: `"complete"`, `"incomplete"` or
+/// `"invalid"`.
 #[doc(hidden)]
-pub fn fuzz_proxy_header(data: &[u8]) {
+pub fn fuzz_proxy_header(data: &[u8]) -> &'static str {
     let whole = parse(data);
     let mut len = MIN_HEADER.min(data.len());
     let stepwise = loop {
@@ -241,6 +242,11 @@ pub fn fuzz_proxy_header(data: &[u8]) {
         (Parsed::Invalid(_), Parsed::Invalid(_)) | (_, Parsed::Incomplete(_)) => {}
         (Parsed::Incomplete(_), _) => panic!("a prefix ended what the whole input leaves open"),
         _ => panic!("outcome depends on chunking: {whole:?} vs {stepwise:?}"),
+    }
+    match whole {
+        Parsed::Complete(..) => "complete",
+        Parsed::Incomplete(_) => "incomplete",
+        Parsed::Invalid(_) => "invalid",
     }
 }
 
@@ -374,5 +380,27 @@ mod tests {
         assert!(read(&mut io).await.is_err());
         let mut io = &b"PROXY TCP4 1.2"[..];
         assert!(read(&mut io).await.is_err());
+    }
+
+    #[test]
+    fn proxy_header_fuzz_seeds() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/proxy_header");
+        let mut seeds: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+            .map(|entry| entry.expect("directory entry").path())
+            .collect();
+        seeds.sort();
+        assert!(seeds.len() >= 10, "only {} seeds", seeds.len());
+        for path in seeds {
+            let name = path
+                .file_name()
+                .expect("file name")
+                .to_string_lossy()
+                .into_owned();
+            let data = std::fs::read(&path).expect("seed file");
+            let (expected, _) = name.split_once('_').expect("outcome_description");
+            assert_eq!(fuzz_proxy_header(&data), expected, "seed {name}");
+        }
     }
 }

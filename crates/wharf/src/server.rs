@@ -37,7 +37,7 @@ use crate::caps::{self, AcceptErrors, Caps, Full, HttpSlot, Slot};
 use crate::conn::task::{Driver, Keepalive, Lifecycle, Settings, Task};
 use crate::conn::{Client, Connection, Info, Shared, SlowClient};
 use crate::error::Error;
-use crate::forwarded::{self, Cidr, Remote};
+use crate::forwarded::{self, Cidr, ForwardedHeader, Remote};
 use crate::head::{self, Head, Prefixed};
 use crate::hub::Hub;
 use crate::policy::{Hosts, Origins};
@@ -84,6 +84,7 @@ pub struct Server {
     settings: Arc<Settings>,
     handshake_timeout: Duration,
     trusted_proxies: Vec<Cidr>,
+    forwarded_header: ForwardedHeader,
     proxy_protocol: bool,
     protocols: Vec<String>,
     origins: Origins,
@@ -123,6 +124,7 @@ impl Server {
             }),
             handshake_timeout: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::XForwardedFor,
             proxy_protocol: false,
             protocols: Vec::new(),
             origins: Origins::default(),
@@ -283,15 +285,26 @@ impl Server {
         self
     }
 
-    /// Peers (reverse proxies, load balancers) whose `Forwarded`,
-    /// `X-Forwarded-For`, `X-Forwarded-Proto` and `X-Forwarded-Host`
-    /// headers are believed (default: none). The client is the right-most
+    /// Peers (reverse proxies, load balancers) whose forwarding headers
+    /// are believed (default: none): `X-Forwarded-For` with
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host`, or `Forwarded`
+    /// ([`Server::forwarded_header`]). The client is the right-most
     /// address in the chain that is not a trusted proxy; logs,
     /// [`Client::peer_addr`], [`Upgrade::peer_addr`] and the per-address
     /// cap see it. See [`Remote`].
     #[must_use]
     pub fn trusted_proxies<I: IntoIterator<Item = Cidr>>(mut self, proxies: I) -> Self {
         self.trusted_proxies = proxies.into_iter().collect();
+        self
+    }
+
+    /// Which header the trusted proxies set with the client's address
+    /// (default: `X-Forwarded-For`, with `X-Forwarded-Proto` and
+    /// `X-Forwarded-Host`); the other is never read, since a proxy passes a
+    /// client's copy of the header it does not manage through unchanged.
+    #[must_use]
+    pub fn forwarded_header(mut self, header: ForwardedHeader) -> Self {
+        self.forwarded_header = header;
         self
     }
 
@@ -694,7 +707,13 @@ impl Server {
         socket: SocketAddr,
     ) -> Option<Task<TcpStream>> {
         let (parts, ()) = req.into_parts();
-        let remote = forwarded::resolve(&self.trusted_proxies, peer, socket, &parts.headers);
+        let remote = forwarded::resolve(
+            &self.trusted_proxies,
+            self.forwarded_header,
+            peer,
+            socket,
+            &parts.headers,
+        );
         let slot = match self.admit(&remote) {
             Ok(slot) => slot,
             Err(refuse) => {
@@ -765,7 +784,13 @@ impl Server {
         socket: SocketAddr,
         slot: &HttpSlot,
     ) -> Response<Body> {
-        let remote = forwarded::resolve(&self.trusted_proxies, peer, socket, req.headers());
+        let remote = forwarded::resolve(
+            &self.trusted_proxies,
+            self.forwarded_header,
+            peer,
+            socket,
+            req.headers(),
+        );
         if target_len(req.uri()) > head::MAX_TARGET {
             tracing::debug!(peer = %remote.addr(), "request target too long");
             return closing(head::target_too_long().into_response());
@@ -1108,6 +1133,7 @@ impl fmt::Debug for Server {
             .field("settings", &self.settings)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("forwarded_header", &self.forwarded_header)
             .field("proxy_protocol", &self.proxy_protocol)
             .field("protocols", &self.protocols)
             .field("hub", &self.settings.hub)

@@ -5,6 +5,7 @@
 
 mod chat;
 mod config;
+mod edge;
 mod metrics;
 mod modes;
 mod policy;

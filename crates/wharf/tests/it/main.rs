@@ -15,6 +15,7 @@ mod keepalive;
 mod limits;
 mod policy;
 mod protocol;
+mod remote;
 mod shutdown;
 mod slow_client;
 mod upgrade;

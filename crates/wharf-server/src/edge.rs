@@ -442,4 +442,54 @@ mod tests {
         assert!(parse_cidr("10.0.0.0/8").is_ok());
         assert!(parse_cidr("10.0.0.0/40").is_err());
     }
+
+    #[test]
+    fn file_keys_are_read_and_errors_name_them() {
+        let path = std::path::Path::new("/etc/wharf.toml");
+        let s = crate::Config::parse_file(
+            "max-connections = \"off\"\nmax_connections_per_ip = 10\nmax-handshakes = 64\n\
+             trusted-proxy = [\"127.0.0.1\", \"10.0.0.0/8\"]\nforwarded-header = \"forwarded\"\n\
+             proxy-protocol = true\n",
+            path,
+        )
+        .unwrap();
+        let e = &s.edge;
+        assert_eq!(
+            (
+                e.max_connections,
+                e.max_connections_per_ip,
+                e.max_handshakes
+            ),
+            (Some(0), Some(10), Some(64))
+        );
+        assert_eq!(e.trusted_proxy.len(), 2);
+        assert_eq!(e.forwarded_header, Some(ForwardedBy::Forwarded));
+        assert_eq!(e.proxy_protocol, Some(true));
+        let one = crate::Config::parse_file("trusted-proxy = \"::1\"\n", path).unwrap();
+        assert_eq!(one.edge.trusted_proxy, vec!["::1".parse::<Cidr>().unwrap()]);
+        for (text, line) in [
+            ("mode = \"echo\"\ntrusted-proxy = [\"10.0.0.0/99\"]\n", 2),
+            ("proxy-protocol = \"yes\"\n", 1),
+            ("max-handshakes = 0\n", 1),
+            ("forwarded-header = \"via\"\n", 1),
+        ] {
+            let err = crate::Config::parse_file(text, path).unwrap_err();
+            assert_eq!(err.line(), Some(line), "{err}");
+            assert!(err.key().is_some(), "{err}");
+        }
+    }
+
+    #[test]
+    fn printed_edge_settings_read_back() {
+        let mut c = crate::Config::default();
+        c.edge.max_connections = 0;
+        c.edge.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+        c.edge.forwarded_header = ForwardedBy::Forwarded;
+        c.edge.proxy_protocol = true;
+        let mut back = crate::Config::default();
+        back.apply(
+            crate::Config::parse_file(&c.to_toml(), std::path::Path::new("x.toml")).unwrap(),
+        );
+        assert_eq!(back, c);
+    }
 }

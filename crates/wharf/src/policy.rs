@@ -159,17 +159,22 @@ impl Origins {
         self.predicate.as_ref().is_some_and(|p| p(origin))
     }
 
-    /// The refusal for a request, if its `Origin` is not allowed.
-    pub(crate) fn check(&self, headers: &HeaderMap) -> Result<(), Refuse> {
+    /// The refusal for a request, if its `Origin` is not allowed. The same
+    /// origin is the host a trusted proxy reported (`forwarded_host`,
+    /// see [`Remote::host`](crate::Remote::host)), else the `Host` header.
+    pub(crate) fn check(
+        &self,
+        headers: &HeaderMap,
+        forwarded_host: Option<&str>,
+    ) -> Result<(), Refuse> {
         if self.any {
             return Ok(());
         }
         let Some(origin) = headers.get(header::ORIGIN) else {
             return Ok(());
         };
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
+        let host = forwarded_host
+            .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
             .unwrap_or("");
         match origin.to_str() {
             Ok(origin) if self.allows(origin, host) => Ok(()),

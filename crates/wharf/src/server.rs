@@ -501,7 +501,7 @@ impl Server {
     ) -> Result<(Response<Body>, PendingConnection), Refuse> {
         let hs = validate(req)?;
         self.hosts.check(req.headers())?;
-        self.origins.check(req.headers())?;
+        self.origins.check(req.headers(), None)?;
         let protocol = self.choose_protocol(&hs);
         let (response, deflate) = self.answer(&hs, protocol.as_deref());
         let response = response.map(|()| Body::empty());
@@ -886,7 +886,7 @@ impl Server {
         if let Err(refusal) = self
             .hosts
             .check(&parts.headers)
-            .and_then(|()| self.origins.check(&parts.headers))
+            .and_then(|()| self.origins.check(&parts.headers, remote.host()))
         {
             let origin = parts.headers.get(header::ORIGIN);
             tracing::debug!(%peer, ?origin, host = ?parts.headers.get(header::HOST), reason = %refusal.reason, "upgrade refused by policy");

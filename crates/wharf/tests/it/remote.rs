@@ -140,3 +140,36 @@ async fn the_proxy_protocol_names_the_client_and_its_absence_closes() {
     c.write(upgrade_request("/", &[]).as_bytes()).await;
     c.expect_eof().await;
 }
+
+#[tokio::test]
+async fn the_same_origin_is_the_host_a_trusted_proxy_reports() {
+    let proxied = ["127.0.0.1".parse().unwrap()];
+    let (server, mut rx) = observing(Server::new().trusted_proxies(proxied));
+    let addr = start(server).await;
+    // The proxy rewrote Host to its upstream's name; the page's own origin
+    // is the public one.
+    let headers = [
+        "Origin: https://chat.example",
+        "X-Forwarded-For: 198.51.100.7",
+        "X-Forwarded-Host: chat.example",
+        "X-Forwarded-Proto: https",
+    ];
+    let mut c = RawClient::connect(addr).await;
+    c.write(upgrade_request("/", &headers).as_bytes()).await;
+    assert_eq!(c.read_response().await.status, 101);
+    assert_eq!(seen(&mut rx).await.0.host(), Some("chat.example"));
+    // Another page is still refused.
+    let mut c = RawClient::connect(addr).await;
+    let forged = [
+        "Origin: https://evil.example",
+        "X-Forwarded-Host: chat.example",
+    ];
+    c.write(upgrade_request("/", &forged).as_bytes()).await;
+    assert_eq!(c.read_response().await.status, 403);
+    // From an untrusted peer, X-Forwarded-Host is not read.
+    let (server, _rx) = observing(Server::new());
+    let addr = start(server).await;
+    let mut c = RawClient::connect(addr).await;
+    c.write(upgrade_request("/", &headers).as_bytes()).await;
+    assert_eq!(c.read_response().await.status, 403);
+}

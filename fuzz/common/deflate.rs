@@ -8,7 +8,7 @@
 //           server_no_context_takeover; bit 2: client_no_context_takeover;
 //           bit 3: the server keeps context (`DeflateConfig::context_takeover`);
 //           bits 4-7: read sizes (0: one read per flush; 1: bytewise;
-//           n: pseudo-random sizes in 1..=4n²)
+//           n: pseudo-random sizes in 1..=4n²; at least 1/256 of a flush)
 //   byte 1  low nibble: server_max_window_bits offered (0: none, else
 //           8 + (n-1) % 8); high nibble: client_max_window_bits (0: none,
 //           1: without a value, else 8 + (n-2) % 8)
@@ -30,7 +30,10 @@
 //   0xF     raw bytes from the peer: a length byte, then the bytes
 //
 // A payload is a length byte and that many bytes; with the repeat bit, a
-// count byte c follows and the payload is cycled to (c + 1) KiB.
+// count byte c follows and the payload is cycled to 64 (c + 1) bytes: up to
+// 16 KiB, more than any window but the largest two, and more than most
+// limits. Larger payloads only slow the fuzzer (deflate is instrumented too,
+// and small windows make it slide its hash table often).
 //
 // Besides the harness's invariants, a model of the peer's messages checks
 // that every well-formed message within the limits is delivered exactly as
@@ -215,7 +218,7 @@ mod deflate_driver {
             &self.data[start..end]
         }
 
-        /// A length byte and that many bytes, cycled to (c + 1) KiB if
+        /// A length byte and that many bytes, cycled to 64 (c + 1) bytes if
         /// `repeat` (c from the next byte).
         fn payload(&mut self, repeat: bool) -> Vec<u8> {
             let n = self.byte().unwrap_or(0);
@@ -223,7 +226,7 @@ mod deflate_driver {
             if !repeat {
                 return base.to_vec();
             }
-            let total = (usize::from(self.byte().unwrap_or(0)) + 1) << 10;
+            let total = (usize::from(self.byte().unwrap_or(0)) + 1) << 6;
             if base.is_empty() {
                 return vec![0; total];
             }
@@ -253,12 +256,16 @@ mod deflate_driver {
         h: Harness,
         params: Option<DeflateParams>,
         reads: usize,
-        /// The peer's compressor (its frames to the connection).
-        deflate: Compress,
+        /// The peer's compressor (its frames to the connection), made on
+        /// first use with `deflate_bits` of window.
+        deflate: Option<Compress>,
+        deflate_bits: u8,
+        level: u32,
         /// The peer resets `deflate` after each message.
         deflate_resets: bool,
         /// The peer's decompressor (the connection's frames to it).
-        inflate: Decompress,
+        inflate: Option<Decompress>,
+        inflate_bits: u8,
         inflate_resets: bool,
         pending: Vec<u8>,
         keys: u32,
@@ -288,13 +295,12 @@ mod deflate_driver {
                 params,
                 reads,
                 // flate2 takes 9 to 15 bits; 8 means 9 to zlib anyway.
-                deflate: Compress::new_with_window_bits(
-                    Compression::new(level),
-                    false,
-                    theirs.0.max(9),
-                ),
+                deflate: None,
+                deflate_bits: theirs.0.max(9),
+                level,
                 deflate_resets: theirs.1,
-                inflate: Decompress::new_with_window_bits(false, ours.0.max(9)),
+                inflate: None,
+                inflate_bits: ours.0.max(9),
                 inflate_resets: ours.1,
                 pending: Vec::new(),
                 keys: 0,
@@ -353,7 +359,10 @@ mod deflate_driver {
         /// The peer's compressed form of one fragment (§7.2.1): a sync
         /// flush, the tail stripped at the message's end.
         fn compress(&mut self, plain: &[u8], fin: bool) -> Vec<u8> {
-            let c = &mut self.deflate;
+            let (bits, level) = (self.deflate_bits, self.level);
+            let c = self.deflate.get_or_insert_with(|| {
+                Compress::new_with_window_bits(Compression::new(level), false, bits)
+            });
             let mut out = Vec::with_capacity(plain.len() / 2 + 64);
             let start = c.total_in();
             loop {
@@ -372,7 +381,7 @@ mod deflate_driver {
                     out.truncate(out.len() - TAIL.len());
                 }
                 if self.deflate_resets {
-                    self.deflate.reset();
+                    c.reset();
                 }
             }
             out
@@ -477,7 +486,13 @@ mod deflate_driver {
         /// Feeds what the peer wrote since the last flush.
         fn flush(&mut self) {
             let pending = std::mem::take(&mut self.pending);
-            for read in Reads::sized(self.reads, &pending) {
+            // At most a few hundred reads per flush, however large: small
+            // reads of a 128 KiB frame explore nothing new, slowly.
+            let reads = match self.reads {
+                0 => 0,
+                n => n.max(pending.len() / 256),
+            };
+            for read in Reads::sized(reads, &pending) {
                 self.h.feed(read);
                 self.check_seen();
             }
@@ -548,11 +563,15 @@ mod deflate_driver {
                 assert!(sent.payload == plain, "sent payload differs");
                 return;
             }
-            let inflated = inflate(&mut self.inflate, &sent.payload)
+            let bits = self.inflate_bits;
+            let d = self
+                .inflate
+                .get_or_insert_with(|| Decompress::new_with_window_bits(false, bits));
+            let inflated = inflate(d, &sent.payload)
                 .unwrap_or_else(|e| panic!("the peer cannot inflate our message: {e}"));
             assert!(inflated == plain, "inflated message differs");
             if self.inflate_resets {
-                self.inflate.reset(false);
+                d.reset(false);
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Fuzzes a server or client `Connection` with permessage-deflate negotiated
 //! (every context-takeover and window-bits combination, chosen by the first
 //! input bytes), fed frames built from the input: compressed or not, RSV1 or
-//! not, fragmented, repeated up to 256 KiB, interleaved with the
+//! not, fragmented, repeated up to 16 KiB, interleaved with the
 //! connection's own sends, pings and close.
 //!
 //! Checks the harness's invariants (no panic, output bounded by input, no

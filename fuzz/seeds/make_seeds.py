@@ -98,7 +98,7 @@ def setup(client=False, offer_snct=False, offer_cnct=False, dedicated=False,
 
 
 def peer(opcode, payload=b"", fin=True, rsv1=False, compress=False, repeat=None):
-    """A frame from the peer; `repeat` is the count byte (repeat + 1 KiB)."""
+    """A frame from the peer; `repeat` is the count byte: 64 (repeat + 1) bytes."""
     h = opcode | fin << 7 | rsv1 << 6 | compress << 5 | (repeat is not None) << 4
     out = bytes([h, len(payload)]) + payload
     if repeat is not None:
@@ -167,14 +167,14 @@ CONNECTION_DEFLATE = {
     + send(b"Hello, Hello, Hello, Hello", compress=False),
     "ok_client_dedicated_window_9": setup(client=True, dedicated=True, server_bits=2,
                                           client_bits=3, reads=5)
-    + peer(BINARY, bytes(range(200)), rsv1=True, compress=True, repeat=15)
-    + send(bytes(range(251)), text=False, repeat=15)
-    + send(bytes(range(251)), text=False, repeat=15),
+    + peer(BINARY, bytes(range(200)), rsv1=True, compress=True, repeat=63)
+    + send(bytes(range(251)), text=False, repeat=63)
+    + send(bytes(range(251)), text=False, repeat=63),
     "ok_server_window_9_no_context": setup(offer_snct=True, offer_cnct=True, server_bits=2,
                                            client_bits=3, dedicated=True)
-    + send(bytes(range(251)), text=False, repeat=15)
-    + send(bytes(range(251)), text=False, repeat=15)
-    + peer(BINARY, bytes(range(200)), rsv1=True, compress=True, repeat=15),
+    + send(bytes(range(251)), text=False, repeat=63)
+    + send(bytes(range(251)), text=False, repeat=63)
+    + peer(BINARY, bytes(range(200)), rsv1=True, compress=True, repeat=63),
     "ok_fragmented_compressed_with_ping": setup(reads=4)
     + peer(TEXT, b"Hel", fin=False, rsv1=True, compress=True)
     + peer(PING, b"mid")
@@ -189,7 +189,7 @@ CONNECTION_DEFLATE = {
     "close_peer_close_after_compressed": setup()
     + peer(TEXT, b"Hello", rsv1=True, compress=True) + peer(CLOSE, struct.pack(">H", 1000)),
     "err_inflates_past_message_limit": setup(message=1, reads=6)
-    + peer(BINARY, b"", rsv1=True, compress=True, repeat=63),
+    + peer(BINARY, b"", rsv1=True, compress=True, repeat=255),
     "err_compressed_frame_too_big": setup(frame_limit=0)
     + peer(BINARY, bytes(200), rsv1=True),
     "err_bad_deflate_data": setup() + peer(BINARY, b"\xff\xff\xff", rsv1=True),

@@ -24,7 +24,9 @@
 //           bit 7, RSV1 bit 6; bit 5 compresses the payload with the peer's
 //           deflate stream; bit 4 repeats it (see `payload`)
 //   0x4, 0x5  the connection sends a text / binary message (bit 5: let it
-//           compress), checked by inflating it as the peer would
+//           compress; bit 6, server only: as a broadcast frame, through
+//           `Transmit::deflated` and `send_encoded`), checked by inflating it
+//           as the peer would
 //   0x6     the connection closes (code 1000 + next byte % 16)
 //   0x7     the connection pings
 //   0xF     raw bytes from the peer: a length byte, then the bytes
@@ -46,10 +48,10 @@ mod deflate_driver {
     use http::{HeaderMap, HeaderValue, Method, Version, header};
     use wharf_proto::{
         CloseCode, Connection, DeflateConfig, DeflateParams, Handshake, Limits, Message,
-        ProtocolError, Role,
+        ProtocolError, Role, Transmit,
     };
 
-    use super::harness::{Harness, Reads, Seen, mask_source};
+    use super::harness::{Harness, Reads, Seen, Sent, mask_source};
 
     const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
     const SIZES: [usize; 4] = [125, 1 << 10, 16 << 10, 128 << 10];
@@ -326,7 +328,11 @@ mod deflate_driver {
                         Message::Binary(plain.into())
                     };
                     self.flush();
-                    self.local_send(message, h & 0x20 != 0);
+                    if h & 0x40 != 0 && self.h.conn.role() == Role::Server {
+                        self.broadcast(message);
+                    } else {
+                        self.local_send(message, h & 0x20 != 0);
+                    }
                 }
                 0x6 => {
                     let code = CloseCode(1000 + u16::from(input.byte().unwrap_or(0) % 16));
@@ -547,12 +553,33 @@ mod deflate_driver {
         fn local_send(&mut self, message: Message, compress: bool) {
             let plain = message.as_bytes().to_vec();
             let text = message.as_text().is_some();
-            let Some(sent) = self.h.send(message, compress) else {
+            let sent = self.h.send(message, compress);
+            let want = compress && self.params.is_some_and(|p| plain.len() >= p.threshold);
+            self.check_sent(sent, &plain, text, want);
+        }
+
+        /// Sends as a broadcast does: one frame encoded for every connection
+        /// with these parameters (compressed only without server context
+        /// takeover), queued with `send_encoded`.
+        fn broadcast(&mut self, message: Message) {
+            let plain = message.as_bytes().to_vec();
+            let text = message.as_text().is_some();
+            let want = self
+                .params
+                .is_some_and(|p| p.shareable() && plain.len() >= p.threshold);
+            let deflated = self.params.and_then(|p| Transmit::deflated(&message, &p));
+            assert_eq!(deflated.is_some(), want, "a shared compressed frame");
+            let t = deflated.unwrap_or_else(|| Transmit::message(message));
+            let sent = self.h.send_encoded(t);
+            self.check_sent(sent, &plain, text, want);
+        }
+
+        fn check_sent(&mut self, sent: Option<Sent>, plain: &[u8], text: bool, want: bool) {
+            let Some(sent) = sent else {
                 return;
             };
             assert_eq!(sent.header.opcode == wharf_proto::OpCode::Text, text);
             let deflated = sent.header.rsv & 0b100 != 0;
-            let want = compress && self.params.is_some_and(|p| plain.len() >= p.threshold);
             assert_eq!(
                 deflated,
                 want,
@@ -569,7 +596,7 @@ mod deflate_driver {
                 .get_or_insert_with(|| Decompress::new_with_window_bits(false, bits));
             let inflated = inflate(d, &sent.payload)
                 .unwrap_or_else(|e| panic!("the peer cannot inflate our message: {e}"));
-            assert!(inflated == plain, "inflated message differs");
+            assert!(inflated == *plain, "inflated message differs");
             if self.inflate_resets {
                 d.reset(false);
             }

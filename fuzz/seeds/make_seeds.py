@@ -114,8 +114,8 @@ def raw(data):
     return out
 
 
-def send(payload, text=True, compress=True, repeat=None):
-    h = (0x4 if text else 0x5) | compress << 5 | (repeat is not None) << 4
+def send(payload, text=True, compress=True, repeat=None, broadcast=False):
+    h = (0x4 if text else 0x5) | broadcast << 6 | compress << 5 | (repeat is not None) << 4
     out = bytes([h, len(payload)]) + payload
     if repeat is not None:
         out += bytes([repeat])
@@ -175,6 +175,15 @@ CONNECTION_DEFLATE = {
     + send(bytes(range(251)), text=False, repeat=63)
     + send(bytes(range(251)), text=False, repeat=63)
     + peer(BINARY, bytes(range(200)), rsv1=True, compress=True, repeat=63),
+    "ok_broadcast_frames_shared": setup(reads=2)
+    + send(b"Hello, everyone in the room", broadcast=True)
+    + peer(TEXT, b"Hello", rsv1=True, compress=True)
+    + send(b"hi", broadcast=True)
+    + send(bytes(range(100)), text=False, repeat=40, broadcast=True),
+    "ok_broadcast_frames_dedicated": setup(dedicated=True)
+    + send(b"Hello, everyone in the room", broadcast=True)
+    + send(b"Hello, everyone in the room")
+    + send(b"Hello, everyone in the room", broadcast=True),
     "ok_fragmented_compressed_with_ping": setup(reads=4)
     + peer(TEXT, b"Hel", fin=False, rsv1=True, compress=True)
     + peer(PING, b"mid")

@@ -10,8 +10,8 @@ mod harness {
     use bytes::{Bytes, BytesMut};
     use wharf_proto::frame::{FrameHeader, MAX_HEADER_LEN};
     use wharf_proto::{
-        CloseCode, CloseFrame, Connection, Event, Limits, Message, OpCode, ProtocolError, Role,
-        State, Transmit,
+        CloseCode, CloseFrame, Connection, Event, Limits, MAX_EVENTS, MAX_PONGS, Message, OpCode,
+        ProtocolError, Role, State, Transmit,
     };
 
     /// Frame and message limit of the raw-bytes targets.
@@ -72,19 +72,22 @@ mod harness {
             }
         }
 
-        /// Feeds one read, then drains and checks events and transmits.
+        /// Feeds one read as a transport does: `receive`, an inflation if
+        /// one was left out (run, then given back), then events and
+        /// transmits drained and checked; again while `receive_pending`
+        /// says parsing stopped early, each round making progress.
         pub(crate) fn feed(&mut self, read: &[u8]) {
             self.buf.extend_from_slice(read);
-            let was_closed = self.conn.state() == State::Closed;
-            let was_open = self.conn.state() == State::Open;
-            let result = self.conn.receive(&mut self.buf);
-            if was_closed {
-                assert!(result.is_ok(), "a closed connection discards input");
-            }
-            if result.is_err() || self.conn.state() == State::Closed {
+            loop {
+                let held = self.buf.len();
+                let (pending, progressed) = self.round();
+                if !pending {
+                    break;
+                }
                 assert!(
-                    self.buf.is_empty(),
-                    "input left after the connection closed"
+                    progressed || self.buf.len() < held,
+                    "receive_pending with nothing done: {:?}",
+                    self.conn
                 );
             }
             // What is held back is at most a partial header or one partial frame.
@@ -94,22 +97,49 @@ mod harness {
                 "held {} bytes",
                 self.buf.len()
             );
+        }
+
+        /// One `receive` and what follows it; returns whether parsing
+        /// stopped early, and whether an event or inflation happened.
+        fn round(&mut self) -> (bool, bool) {
+            let was_closed = self.conn.state() == State::Closed;
+            let was_open = self.conn.state() == State::Open;
+            let mut result = self.conn.receive(&mut self.buf);
+            if was_closed {
+                assert!(result.is_ok(), "a closed connection discards input");
+            }
+            let mut progressed = false;
+            if result.is_ok()
+                && let Some(mut job) = self.conn.take_inflation()
+            {
+                assert!(self.conn.is_inflating());
+                assert!(job.len() <= self.limits.max_message_size);
+                job.run();
+                result = self.conn.finish_inflation(job);
+                assert!(!self.conn.is_inflating());
+                progressed = true;
+            }
+            if result.is_err() || self.conn.state() == State::Closed {
+                assert!(
+                    self.buf.is_empty(),
+                    "input left after the connection closed"
+                );
+            }
 
             let mut peer_close = None;
+            let mut events = 0;
             while let Some(event) = self.conn.poll_event() {
+                events += 1;
                 match event {
                     Event::Message(m) => {
-                        if m.is_control() {
-                            assert!(m.len() <= 125, "control payload of {} bytes", m.len());
-                        } else {
-                            assert!(
-                                m.len() <= self.limits.max_message_size,
-                                "message of {} bytes over the limit of {}",
-                                m.len(),
-                                self.limits.max_message_size
-                            );
-                            self.seen.push(Seen::Message(m));
-                        }
+                        assert!(!m.is_control(), "pings and pongs are not events");
+                        assert!(
+                            m.len() <= self.limits.max_message_size,
+                            "message of {} bytes over the limit of {}",
+                            m.len(),
+                            self.limits.max_message_size
+                        );
+                        self.seen.push(Seen::Message(m));
                     }
                     Event::Close(frame) => {
                         assert!(!self.peer_closed, "two close events");
@@ -122,15 +152,13 @@ mod harness {
                     _ => {}
                 }
             }
-            // Whatever this read made the connection queue (pongs, the close
-            // echo or the failing close) is bounded by the read itself: input
-            // is never amplified. A pong may outweigh its ping by the 4 bytes
-            // of masking key a client adds, hence 3x for tiny pings.
+            assert!(events <= MAX_EVENTS + 1, "{events} events from one receive");
+            // Whatever the input made the connection queue (pongs, the close
+            // echo or the failing close) is bounded, however many pings.
             let queued = self.conn.buffered_amount();
             assert!(
-                queued <= 3 * read.len() + 2 * CONTROL_FRAME,
-                "{queued} bytes queued after a read of {}",
-                read.len()
+                queued <= (usize::from(MAX_PONGS) + 1) * CONTROL_FRAME,
+                "{queued} bytes queued by the peer's input"
             );
 
             let close_before = self.sent_close;
@@ -158,20 +186,20 @@ mod harness {
                         }
                     } else if !was_closed {
                         assert_eq!(new_close, None, "a close frame without a reason");
-                        assert_eq!(
-                            self.conn.state(),
-                            if was_open {
-                                State::Open
-                            } else {
-                                State::Closing
-                            }
-                        );
+                        let open = if was_open {
+                            State::Open
+                        } else {
+                            State::Closing
+                        };
+                        assert_eq!(self.conn.state(), open);
                     }
                 }
             }
             if self.conn.state() == State::Closed {
                 assert!(self.conn.is_finished());
             }
+            let pending = self.conn.receive_pending() && self.conn.state() != State::Closed;
+            (pending, progressed || events > 0)
         }
 
         /// Closes from this end, checking the close frame written.

@@ -12,8 +12,10 @@
 //   byte 1  low nibble: server_max_window_bits offered (0: none, else
 //           8 + (n-1) % 8); high nibble: client_max_window_bits (0: none,
 //           1: without a value, else 8 + (n-2) % 8)
-//   byte 2  the server's configured window bits, 8 + low nibble and
-//           8 + high nibble (out-of-range values are clamped by the library)
+//   byte 2  the server's configured window bits, 8 + bits 0-3 and
+//           8 + bits 4-6 (out-of-range values are clamped by the library);
+//           bit 7: inflation deferred (`with_deferred_inflation`, as wharf
+//           runs it: taken out, run, given back)
 //   byte 3  bits 0-1: message limit, 2-3: frame limit (125 B, 1 KiB, 16 KiB,
 //           128 KiB); 4-5: compression threshold (0, 16, 64, 1024);
 //           6-7: level (0, 1, 6, 9)
@@ -66,6 +68,7 @@ mod deflate_driver {
         pub(crate) config: DeflateConfig,
         pub(crate) limits: Limits,
         pub(crate) reads: usize,
+        pub(crate) deferred: bool,
     }
 
     impl Setup {
@@ -96,7 +99,7 @@ mod deflate_driver {
                 .level(LEVELS[usize::from(b[3] >> 6)]);
             config.context_takeover = b[0] & 8 != 0;
             config.server_max_window_bits = 8 + (b[2] & 0xf);
-            config.client_max_window_bits = 8 + (b[2] >> 4);
+            config.client_max_window_bits = 8 + (b[2] >> 4 & 7);
             let limits = Limits::default()
                 .max_message_size(SIZES[usize::from(b[3] & 3)])
                 .max_frame_size(SIZES[usize::from(b[3] >> 2 & 3)]);
@@ -111,6 +114,7 @@ mod deflate_driver {
                 config,
                 limits,
                 reads,
+                deferred: b[2] & 0x80 != 0,
             }
         }
     }
@@ -170,6 +174,11 @@ mod deflate_driver {
                 conn.with_deflate(p)
             }
             None => conn,
+        };
+        let conn = if setup.deferred {
+            conn.with_deferred_inflation()
+        } else {
+            conn
         };
         let mut run = Run::new(Harness::new(conn), params, reads);
         let mut input = Input { data: ops, at: 0 };

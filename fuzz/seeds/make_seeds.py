@@ -89,10 +89,10 @@ CONNECTION_CLIENT = {
 # connection_deflate: four setup bytes, then operations.
 def setup(client=False, offer_snct=False, offer_cnct=False, dedicated=False,
           reads=0, server_bits=0, client_bits=0, cfg_server=15, cfg_client=15,
-          message=3, frame_limit=3, threshold=0, level=2):
+          message=3, frame_limit=3, threshold=0, level=2, deferred=False):
     b0 = int(client) | offer_snct << 1 | offer_cnct << 2 | dedicated << 3 | reads << 4
     b1 = server_bits | client_bits << 4
-    b2 = (cfg_server - 8) | (cfg_client - 8) << 4
+    b2 = (cfg_server - 8) | (cfg_client - 8) << 4 | deferred << 7
     b3 = message | frame_limit << 2 | threshold << 4 | level << 6
     return bytes([b0, b1, b2, b3])
 
@@ -184,6 +184,16 @@ CONNECTION_DEFLATE = {
     + send(b"Hello, everyone in the room", broadcast=True)
     + send(b"Hello, everyone in the room")
     + send(b"Hello, everyone in the room", broadcast=True),
+    "ok_hello_deferred_inflation_after_many_messages": setup(deferred=True)
+    + b"".join(peer(TEXT, b"Hello") for _ in range(70))
+    + peer(TEXT, b"Hello", rsv1=True, compress=True)
+    + b"".join(peer(PING, b"Hello") for _ in range(20))
+    + peer(TEXT, b"Hel", fin=False, rsv1=True, compress=True)
+    + peer(CONT, b"lo", compress=True),
+    "ok_hello_many_messages_in_one_read": setup(client=True)
+    + b"".join(peer(TEXT, b"Hello", rsv1=True, compress=True) for _ in range(100)),
+    "err_deferred_inflation_past_limit": setup(deferred=True, message=1)
+    + peer(TEXT, b"Hello") + peer(BINARY, b"", rsv1=True, compress=True, repeat=255),
     "ok_fragmented_compressed_with_ping": setup(reads=4)
     + peer(TEXT, b"Hel", fin=False, rsv1=True, compress=True)
     + peer(PING, b"mid")

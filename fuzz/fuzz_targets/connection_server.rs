@@ -5,10 +5,11 @@
 //! n: pseudo-random sizes in 1..=n); the rest is the byte stream. After each
 //! read, events and transmits are drained and checked: nothing over the
 //! limits is held or delivered, the server only ever sends pongs and close
-//! frames, and a failed or peer-closed connection is `Closed` with the right
-//! close frame sent.
+//! frames, what it queues is bounded by what it read, and a failed or
+//! peer-closed connection is `Closed` with the right close frame sent. The
+//! same stream in one read must give the same messages, close and error.
 //!
-//! `driver` lives in `fuzz/common/connection_server.rs`, shared with
+//! The harness lives in `fuzz/common/connection.rs`, shared with
 //! `crates/wharf-proto/tests/fuzz_seeds.rs`, which runs the committed seeds
 //! on stable.
 
@@ -17,7 +18,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    driver::drive(data);
+    harness::drive(wharf_proto::Role::Server, data);
 });
 
-include!("../common/connection_server.rs");
+include!("../common/connection.rs");

@@ -11,6 +11,7 @@
 //! cargo run --release -p wharf-bench -- compression        # no server needed
 //! cargo run --release -p wharf-bench -- server wharf --mode echo --addr 127.0.0.1:9000
 //! cargo run --release -p wharf-bench -- report target/bench/results.json   # re-render
+//! cargo run --release -p wharf-bench -- tls                # TLS vs plain (~1 min)
 //! ```
 //!
 //! Scenarios: `echo-latency`, `echo-small`, `echo-1k`, `echo-64k`,
@@ -34,6 +35,7 @@ mod proc;
 mod report;
 mod runner;
 mod servers;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -54,6 +56,8 @@ fn main() -> anyhow::Result<()> {
     };
     match command.as_str() {
         "server" => server(&args[1..]),
+        "tls" => tls::bench(&args[1..]),
+        "tls-server" => tls::server(&args[1..]),
         "report" => rerender(&args[1..]),
         "help" | "-h" | "--help" => {
             usage();

@@ -193,7 +193,7 @@ async fn accept(listener: &TcpListener) -> TcpStream {
 /// already readable, so that a burst costs one write (the usual way to drive
 /// a `Sink`; `send` would flush, and write, once per message). `is_data`
 /// says which messages are text or binary.
-async fn echo_sink<S, M, E>(mut ws: S, is_data: fn(&M) -> bool)
+pub(crate) async fn echo_sink<S, M, E>(mut ws: S, is_data: fn(&M) -> bool)
 where
     S: Stream<Item = Result<M, E>> + Sink<M> + Unpin,
 {

@@ -147,6 +147,17 @@ pub struct Settings {
     #[arg(long, env = "WHARF_PING_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
     pub ping_timeout: Option<Duration>,
 
+    /// Serve TLS (https:// and wss://) with this PEM certificate chain,
+    /// server certificate first; needs --tls-key. SIGHUP reloads both
+    /// files [default: none: plain HTTP]
+    #[arg(long, env = "WHARF_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)
+    /// [default: none]
+    #[arg(long, env = "WHARF_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
     /// The log filter: a level (error, warn, info, debug, trace) or tracing
     /// directives such as "info,wharf=debug" [default: info]
     #[arg(long, env = "WHARF_LOG", value_name = "FILTER", value_parser = parse_log_level)]
@@ -244,6 +255,10 @@ pub struct Config {
     pub log_level: String,
     /// Connection caps, trusted proxies, the PROXY protocol.
     pub edge: Edge,
+    /// The TLS certificate chain file, if TLS is on.
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS private key file, if TLS is on.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -268,6 +283,8 @@ impl Default for Config {
             ping_timeout: Duration::from_secs(20),
             log_level: "info".to_owned(),
             edge: Edge::default(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -304,7 +321,12 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration in {}", self.file.display())?;
+        if self.file.as_os_str().is_empty() {
+            // The command line or the environment.
+            f.write_str("invalid configuration")?;
+        } else {
+            write!(f, "invalid configuration in {}", self.file.display())?;
+        }
         if let Some(line) = self.line {
             write!(f, ", line {line}")?;
             if let Some(column) = self.column {
@@ -350,6 +372,8 @@ const KEYS: &[&str] = &[
     "ping-interval",
     "ping-timeout",
     "log-level",
+    "tls-cert",
+    "tls-key",
 ];
 
 /// Every file key.
@@ -432,6 +456,25 @@ impl Config {
         if !framed {
             config.max_frame_size = default;
         }
+        if config.tls_cert.is_some() != config.tls_key.is_some() {
+            return Err(ConfigError {
+                file: cli.config.clone().unwrap_or_default(),
+                line: None,
+                column: None,
+                key: Some(
+                    if config.tls_cert.is_some() {
+                        "tls-key"
+                    } else {
+                        "tls-cert"
+                    }
+                    .to_owned(),
+                ),
+                message:
+                    "--tls-cert and --tls-key go together: give both (TLS) or neither (plain HTTP)"
+                        .to_owned(),
+                source: None,
+            });
+        }
         Ok(config)
     }
 
@@ -512,6 +555,16 @@ impl Config {
                 "ping-timeout" => {
                     settings.ping_timeout = Some(duration(value, parse_timeout).map_err(at)?);
                 }
+                "tls-cert" | "tls-key" => {
+                    let file =
+                        PathBuf::from(string(value, &name, |s| Ok(s.to_owned())).map_err(at)?);
+                    let base = path.parent().unwrap_or_else(|| Path::new(""));
+                    let file = Some(base.join(file));
+                    match name.as_str() {
+                        "tls-cert" => settings.tls_cert = file,
+                        _ => settings.tls_key = file,
+                    }
+                }
                 "log-level" => {
                     settings.log_level = Some(string(value, &name, parse_log_level).map_err(at)?);
                 }
@@ -552,6 +605,8 @@ impl Config {
             ping_timeout,
             log_level,
             edge,
+            tls_cert,
+            tls_key,
         } = layer;
         set(&mut self.listen, listen);
         set(&mut self.allowed_origins, allowed_origin);
@@ -576,6 +631,12 @@ impl Config {
         set(&mut self.ping_timeout, ping_timeout);
         set(&mut self.log_level, log_level);
         self.edge.apply(edge);
+        if tls_cert.is_some() {
+            self.tls_cert = tls_cert;
+        }
+        if tls_key.is_some() {
+            self.tls_key = tls_key;
+        }
     }
 
     /// The configuration as a TOML file that [`Config::parse_file`] reads
@@ -630,6 +691,15 @@ impl Config {
         line("ping-timeout", quote(&fmt_duration(self.ping_timeout)));
         line("log-level", quote(&self.log_level));
         self.edge.to_toml(&mut line);
+        for (key, file) in [("tls-cert", &self.tls_cert), ("tls-key", &self.tls_key)] {
+            match file {
+                Some(file) => line(key, quote(&file.display().to_string())),
+                None => line(
+                    &format!("# {key}"),
+                    "\"FILE\"  (none: plain HTTP)".to_owned(),
+                ),
+            }
+        }
         out
     }
 }
@@ -939,11 +1009,26 @@ mod tests {
     }
 
     #[test]
+    fn tls_files_come_in_pairs() {
+        let s = file("tls-cert = \"cert.pem\"\ntls_key = \"/k.pem\"\n").unwrap();
+        assert_eq!(s.tls_cert, Some(PathBuf::from("/etc/cert.pem")));
+        assert_eq!(s.tls_key, Some(PathBuf::from("/k.pem")));
+        let cli = Cli::try_parse_from(["wharf", "--tls-cert", "c.pem"]).unwrap();
+        let e = Config::load(&cli).unwrap_err();
+        assert_eq!(e.key(), Some("tls-key"));
+        assert!(e.to_string().contains("give both"), "{e}");
+        let cli = Cli::try_parse_from(["wharf", "--tls-cert", "c.pem", "--tls-key", "k.pem"]);
+        assert!(Config::load(&cli.unwrap()).is_ok());
+    }
+
+    #[test]
     fn printed_config_reads_back() {
         let c = Config {
             ping_interval: Duration::ZERO,
             close_timeout: Duration::from_millis(1500),
             static_dir: Some(PathBuf::from("/srv/www")),
+            tls_cert: Some(PathBuf::from("/etc/wharf/cert.pem")),
+            tls_key: Some(PathBuf::from("/etc/wharf/key.pem")),
             ..Config::default()
         };
         let mut back = Config::default();

@@ -13,8 +13,9 @@
 //!   anything else                  ──►  --static DIR (if set), else the chat page at /
 //! ```
 //!
-//! It does not terminate TLS and keeps no chat history: put a TLS proxy in
-//! front of it, and it relays what is said while you are there.
+//! With `--tls-cert` and `--tls-key` it serves `https://` and `wss://` on
+//! its one port (SIGHUP reloads the two files); without, plain HTTP. It
+//! keeps no chat history: it relays what is said while you are there.
 
 mod chat;
 mod config;
@@ -22,6 +23,7 @@ mod edge;
 mod metrics;
 mod page;
 mod static_files;
+mod tls;
 
 use std::future::Future;
 use std::io::IsTerminal as _;
@@ -107,6 +109,7 @@ pub async fn serve(
         metrics: config.metrics_on_main(),
     });
     let server = configure(server, &config, app.clone());
+    let (server, reloads) = tls::configure(server, &config)?;
     let addr = listener.local_addr().context("listener has no address")?;
     if config.origins().is_any() {
         tracing::warn!(
@@ -132,6 +135,7 @@ pub async fn serve(
     };
     tracing::info!(
         %addr,
+        tls = reloads.is_some(),
         mode = %config.mode,
         static_dir = app.statics.as_ref().map(|s| s.root().display().to_string()),
         metrics = if app.metrics { "/metrics" } else { "not on this address" },
@@ -144,6 +148,9 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     if let Some(task) = metrics {
         let _ = task.await;
+    }
+    if let Some(reloads) = reloads {
+        reloads.abort();
     }
     tracing::info!("wharf stopped");
     Ok(())

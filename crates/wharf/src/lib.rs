@@ -8,10 +8,13 @@ mod error;
 mod forwarded;
 mod head;
 mod hub;
+mod listener;
 mod policy;
 mod proxy_protocol;
 mod server;
 mod stats;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod upgrade;
 
 pub use body::Body;
@@ -23,6 +26,7 @@ pub use forwarded::{Cidr, CidrError, ForwardedHeader, Remote};
 #[doc(hidden)]
 pub use head::fuzz_request_head;
 pub use hub::Hub;
+pub use listener::Listener;
 pub use policy::{Hosts, InvalidPattern, Origins};
 #[doc(hidden)]
 pub use proxy_protocol::fuzz_proxy_header;

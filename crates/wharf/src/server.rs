@@ -40,6 +40,7 @@ use crate::error::Error;
 use crate::forwarded::{self, Cidr, ForwardedHeader, Remote};
 use crate::head::{self, Head, Prefixed};
 use crate::hub::Hub;
+use crate::listener::{Io, Listener, Stream};
 use crate::policy::{Hosts, Origins};
 use crate::proxy_protocol;
 use crate::stats::{Counters, Stats};
@@ -92,6 +93,8 @@ pub struct Server {
     on_request: RequestHandler,
     on_upgrade: Option<UpgradeHandler>,
     on_connection: ConnectionHandler,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::Tls>,
 }
 
 impl Default for Server {
@@ -134,6 +137,8 @@ impl Server {
             on_connection: Arc::new(|mut conn| {
                 Box::pin(async move { while conn.recv().await.is_some() {} })
             }),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -331,6 +336,16 @@ impl Server {
         self
     }
 
+    /// Serves TLS (`https://` and `wss://`) on every connection, with
+    /// `tls`'s configuration as it is at each handshake (see
+    /// [`crate::tls`]); `None` (the default) serves plain HTTP.
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self, tls: Option<crate::tls::Tls>) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// The handler for every request that is not a WebSocket upgrade (the
     /// seed's `request` event).
     #[must_use]
@@ -390,7 +405,7 @@ impl Server {
     ///
     /// # Cancel safety
     /// As for [`Server::listen`].
-    pub async fn serve(self, listener: TcpListener) -> Result<(), Error> {
+    pub async fn serve<L: Listener>(self, listener: L) -> Result<(), Error> {
         self.serve_with_shutdown(listener, std::future::pending())
             .await
     }
@@ -407,9 +422,9 @@ impl Server {
     ///
     /// # Cancel safety
     /// As for [`Server::listen`].
-    pub async fn serve_with_shutdown(
+    pub async fn serve_with_shutdown<L: Listener>(
         self,
-        listener: TcpListener,
+        mut listener: L,
         signal: impl Future<Output = ()> + Send,
     ) -> Result<(), Error> {
         let server = Arc::new(self);
@@ -429,7 +444,7 @@ impl Server {
                         let (handshake, _) = server.settings.caps.handshake();
                         let server = server.clone();
                         let stop = stop_rx.clone();
-                        tokio::spawn(Lifecycle::Opening(Box::pin(
+                        tokio::spawn(Lifecycle::<Stream<L::Io>>::Opening(Box::pin(
                             server.serve_http(stream, peer, stop, in_flight.clone(), handshake),
                         )));
                     }
@@ -519,7 +534,7 @@ impl Server {
         let settings = self.settings.clone();
         let inner = Box::pin(async move {
             let upgraded = on_upgrade.await.map_err(Error::Upgrade)?;
-            let conn = start(&settings, upgraded, meta, None);
+            let conn = start::<TcpStream>(&settings, upgraded, meta, None);
             Ok(conn.expect("a connection without a handler is returned"))
         });
         Ok((response, PendingConnection { inner }))
@@ -566,24 +581,26 @@ impl Server {
     /// protocol on, its header is read first, under the same deadline.
     /// `handshake` counts the connection among the handshakes in flight
     /// until the head is complete; if it is dropped for a newer one, so is
-    /// the connection.
-    async fn serve_http(
+    /// the connection. Then the TLS handshake, if this server has TLS, under
+    /// the same deadline.
+    async fn serve_http<S: Io>(
         self: Arc<Self>,
-        mut stream: TcpStream,
+        mut io: S,
         socket: SocketAddr,
         mut stop: watch::Receiver<bool>,
         _in_flight: InFlight,
         mut handshake: caps::Handshake,
-    ) -> Option<Task<TcpStream>> {
+    ) -> Option<Task<Stream<S>>> {
         let deadline = Instant::now() + self.handshake_timeout;
-        let _ = stream.set_nodelay(true);
         let first = {
             let opening = async {
                 let peer = match self.proxy_protocol {
-                    true => self.read_proxy_header(&mut stream, socket).await?,
+                    true => self.read_proxy_header(&mut io, socket).await?,
                     false => socket,
                 };
-                Some((peer, head::read(&mut stream).await?))
+                let mut stream = self.secure(io, peer).await?;
+                let head = head::read(&mut stream).await?;
+                Some((peer, stream, head))
             };
             tokio::select! {
                 r = tokio::time::timeout_at(deadline, opening) => r,
@@ -596,30 +613,49 @@ impl Server {
         };
         drop(handshake);
         match first {
-            Ok(Some((peer, Head::Upgrade(req, rest)))) => {
+            Ok(Some((peer, stream, Head::Upgrade(req, rest)))) => {
                 self.accept_direct(stream, req, rest, peer, socket).await
             }
-            Ok(Some((peer, Head::Other(read)))) => {
+            Ok(Some((peer, stream, Head::Other(read)))) => {
                 let io = Prefixed::new(read, stream).write_timeout(self.settings.write_timeout);
                 self.serve_hyper(io, peer, socket, deadline, stop).await;
                 None
             }
-            Ok(Some((peer, Head::Refused(refuse)))) => {
+            Ok(Some((peer, stream, Head::Refused(refuse)))) => {
                 tracing::debug!(%peer, status = %refuse.status, reason = %refuse.reason, "request head refused");
                 self.refuse_direct(stream, &refuse).await;
                 None
             }
-            // Closed, failed or timed out before a whole request head.
+            // Closed, failed or timed out before a whole request head (or
+            // a TLS session).
             Ok(None) | Err(_) => None,
         }
+    }
+
+    /// The stream the connection is served on: TLS over `io` once its
+    /// handshake completes, if this server has TLS; `None` if it failed.
+    #[cfg_attr(not(feature = "tls"), expect(clippy::unused_async))]
+    async fn secure<S: Io>(&self, io: S, peer: SocketAddr) -> Option<Stream<S>> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return match tls.accept(io).await {
+                Ok(tls) => Some(Stream::Tls(Box::new(tls))),
+                Err(why) => {
+                    tracing::debug!(%peer, why, "no TLS session");
+                    None
+                }
+            };
+        }
+        let _ = peer;
+        Some(Stream::Plain(io))
     }
 
     /// Reads the PROXY protocol header: the client's address, or the
     /// socket's for the proxy's own connections; `None` (logged) closes the
     /// connection.
-    async fn read_proxy_header(
+    async fn read_proxy_header<S: Io>(
         &self,
-        stream: &mut TcpStream,
+        stream: &mut S,
         socket: SocketAddr,
     ) -> Option<SocketAddr> {
         match proxy_protocol::read(stream).await {
@@ -638,9 +674,9 @@ impl Server {
     /// held to the same limits as the first one (see `head`). The
     /// connection is counted under the caps from its first request on
     /// (`HttpSlot`).
-    async fn serve_hyper(
+    async fn serve_hyper<S: Io>(
         self: Arc<Self>,
-        stream: Prefixed<TcpStream>,
+        stream: Prefixed<Stream<S>>,
         peer: SocketAddr,
         socket: SocketAddr,
         deadline: Instant,
@@ -654,7 +690,7 @@ impl Server {
             seen.store(true, Ordering::Relaxed);
             let server = server.clone();
             let slot = slot.clone();
-            async move { Ok::<_, Infallible>(server.dispatch(req, peer, socket, &slot).await) }
+            async move { Ok::<_, Infallible>(server.dispatch::<S>(req, peer, socket, &slot).await) }
         });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
@@ -698,14 +734,14 @@ impl Server {
 
     /// Answers an upgrade request read by `head`: for a `101`, the
     /// connection's task, which the caller's task becomes.
-    async fn accept_direct(
+    async fn accept_direct<S: Io>(
         self: Arc<Self>,
-        mut stream: TcpStream,
+        mut stream: Stream<S>,
         req: Request<()>,
         rest: BytesMut,
         peer: SocketAddr,
         socket: SocketAddr,
-    ) -> Option<Task<TcpStream>> {
+    ) -> Option<Task<Stream<S>>> {
         let (parts, ()) = req.into_parts();
         let remote = forwarded::resolve(
             &self.trusted_proxies,
@@ -732,6 +768,8 @@ impl Server {
                     .write_response(protocol, answer.extensions.as_ref(), &mut out);
                 write_extra_headers(&mut out, &meta.response_headers);
                 stream.write_all(&out).await.ok()?;
+                // A transport that buffers (TLS) sends it now.
+                stream.flush().await.ok()?;
                 let handler = Some(&self.on_connection);
                 let peer = meta.remote.as_ref().map(Remote::addr);
                 let (shared, handler, _) = open(&self.settings, peer, meta, handler);
@@ -747,7 +785,7 @@ impl Server {
     /// Sends a refusal (status and one-line reason, `Connection: close`) on
     /// a connection whose first request wharf read, and closes it. The write
     /// is bounded by the close timeout.
-    async fn refuse_direct(&self, stream: TcpStream, refuse: &Refuse) {
+    async fn refuse_direct<S: Io>(&self, stream: Stream<S>, refuse: &Refuse) {
         let mut response = handshake::refusal(refuse.status, ());
         if let Some(headers) = refuse.headers() {
             add_headers(response.headers_mut(), headers.clone());
@@ -756,9 +794,9 @@ impl Server {
     }
 
     /// Sends `response` with `refuse`'s reason as its body, and closes.
-    async fn respond_and_close(
+    async fn respond_and_close<S: Io>(
         &self,
-        mut stream: TcpStream,
+        mut stream: Stream<S>,
         response: &Response<()>,
         refuse: &Refuse,
     ) {
@@ -777,7 +815,7 @@ impl Server {
     /// [`Remote`] in its extensions, but a target over the limit gets `414`
     /// and the connection closes. The connection's first request counts it
     /// under the caps; past them, the response closes it.
-    async fn dispatch(
+    async fn dispatch<S: Io>(
         self: Arc<Self>,
         mut req: Request<Incoming>,
         peer: SocketAddr,
@@ -798,7 +836,7 @@ impl Server {
         if handshake::is_upgrade_request(&req) {
             // The upgrade is counted on its own, as a WebSocket connection.
             slot.release();
-            return self.accept(req, remote).await;
+            return self.accept::<S>(req, remote).await;
         }
         if let Err(refuse) = self.hosts.check(req.headers()) {
             tracing::debug!(peer = %remote.addr(), host = ?req.headers().get(header::HOST), "request refused: host not allowed");
@@ -835,7 +873,11 @@ impl Server {
     /// a task that takes the socket back from hyper once it is sent. A
     /// refusal closes the connection (`Connection: close`): what follows
     /// the refused request on it is not read as another request.
-    async fn accept(self: Arc<Self>, mut req: Request<Incoming>, remote: Remote) -> Response<Body> {
+    async fn accept<S: Io>(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        remote: Remote,
+    ) -> Response<Body> {
         let slot = match self.admit(&remote) {
             Ok(slot) => slot,
             Err(refuse) => return closing(caps::retry_after(refuse.into_response())),
@@ -858,7 +900,7 @@ impl Server {
                     match on_upgrade.await {
                         Ok(upgraded) => {
                             let handler = Some(&self.on_connection);
-                            start(&self.settings, upgraded, meta, handler);
+                            start::<S>(&self.settings, upgraded, meta, handler);
                         }
                         Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
                     }
@@ -980,56 +1022,60 @@ fn write_extra_headers(out: &mut Vec<u8>, headers: &http::HeaderMap) {
 }
 
 /// Takes the socket back from hyper and starts the connection
-/// ([`start_io`]).
-fn start(
+/// ([`start_io`]): one of ours (`S`, from our listener), an application's
+/// own TCP socket, or whatever hyper had (behind its `Upgraded`).
+fn start<S: Io>(
     settings: &Arc<Settings>,
     upgraded: Upgraded,
     meta: Meta,
     handler: Option<&ConnectionHandler>,
 ) -> Option<Connection> {
-    let io = match upgraded.downcast::<TokioIo<Prefixed<TcpStream>>>() {
+    match upgraded.downcast::<TokioIo<Prefixed<Stream<S>>>>() {
         Ok(parts) => {
             // What hyper read and did not parse, then what it did not read
             // of the prefix (nothing, in practice: it reads before parsing).
-            let (tcp, unread) = parts.io.into_inner().into_parts();
+            let (io, unread) = parts.io.into_inner().into_parts();
             let mut read_buf = BytesMut::from(&parts.read_buf[..]);
             read_buf.extend_from_slice(&unread);
-            Ok((tcp, read_buf))
+            start_io(settings, io, read_buf, None, meta, handler)
         }
         // An application's own hyper server (`Server::upgrade`).
         Err(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => Ok((parts.io.into_inner(), BytesMut::from(&parts.read_buf[..]))),
-            Err(upgraded) => Err(TokioIo::new(upgraded)),
+            Ok(parts) => {
+                let tcp = parts.io.into_inner();
+                let peer = tcp.peer_addr().ok();
+                let read_buf = BytesMut::from(&parts.read_buf[..]);
+                start_io(settings, tcp, read_buf, peer, meta, handler)
+            }
+            Err(upgraded) => start_io(
+                settings,
+                TokioIo::new(upgraded),
+                BytesMut::new(),
+                None,
+                meta,
+                handler,
+            ),
         },
-    };
-    start_io(settings, io, meta, handler)
+    }
 }
 
 /// Registers the connection with the hub and spawns its task: the driver,
 /// and `handler` run on the [`Connection`]. Without a handler, the
 /// connection is returned for the caller to handle. The task removes the
-/// connection from the hub when the driver ends. A plain TCP socket comes
-/// with the bytes already read past the upgrade request.
-fn start_io(
+/// connection from the hub when the driver ends. `read_buf` holds the bytes
+/// already read past the upgrade request; `socket_peer` is the peer's
+/// address where the request did not give one.
+fn start_io<I: Io>(
     settings: &Arc<Settings>,
-    io: Result<(TcpStream, BytesMut), TokioIo<Upgraded>>,
+    io: I,
+    read_buf: BytesMut,
+    socket_peer: Option<SocketAddr>,
     meta: Meta,
     handler: Option<&ConnectionHandler>,
 ) -> Option<Connection> {
-    let peer = meta.remote.as_ref().map(Remote::addr);
-    let peer = match &io {
-        Ok((tcp, _)) => peer.or_else(|| tcp.peer_addr().ok()),
-        Err(_) => peer,
-    };
+    let peer = meta.remote.as_ref().map(Remote::addr).or(socket_peer);
     let (shared, handler, conn) = open(settings, peer, meta, handler);
-    match io {
-        Ok((io, read_buf)) => {
-            tokio::spawn(Task::new(Driver::new(io, shared, read_buf), handler));
-        }
-        Err(io) => {
-            tokio::spawn(Task::new(Driver::new(io, shared, BytesMut::new()), handler));
-        }
-    }
+    tokio::spawn(Task::new(Driver::new(io, shared, read_buf), handler));
     conn
 }
 

@@ -34,7 +34,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use wharf_proto::{CloseCode, DeflateConfig, Expired, Limits, Timeouts, Transmit};
 
@@ -307,17 +306,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Task<S> {
     }
 }
 
-/// A TCP connection's one task: the opening (request head, handshake, or
-/// plain HTTP through hyper), boxed because it is large and short-lived;
+/// An accepted connection's one task: the opening (TLS and request head,
+/// handshake, or plain HTTP through hyper), boxed because it is large and
+/// short-lived;
 /// then, after an upgrade, the WebSocket connection's `Task` in its place,
 /// so that an open connection costs no second spawn and its task stays at
 /// the size of a `Task`.
-pub(crate) enum Lifecycle {
-    Opening(Pin<Box<dyn Future<Output = Option<Task<TcpStream>>> + Send>>),
-    Open(Task<TcpStream>),
+pub(crate) enum Lifecycle<S> {
+    Opening(Pin<Box<dyn Future<Output = Option<Task<S>>> + Send>>),
+    Open(Task<S>),
 }
 
-impl Future for Lifecycle {
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for Lifecycle<S> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -554,7 +554,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             }
             let status = self.gather(cx, &mut batch);
             if batch.is_empty() {
-                return (status, Flush::Empty);
+                // A transport that buffers what it was given (TLS records
+                // the socket did not take) sends it now; a TCP socket has
+                // nothing to flush.
+                return match Pin::new(&mut self.io).poll_flush(cx) {
+                    Poll::Ready(Err(_)) => (status, Flush::Failed),
+                    _ => (status, Flush::Empty),
+                };
             }
             let flush = match poll_write(&mut self.io, cx, &batch, offset) {
                 Poll::Pending => {
@@ -859,8 +865,8 @@ fn poll_write<S: AsyncWrite + Unpin>(
 mod sizes {
     #[test]
     fn an_idle_connection_stays_small() {
-        let task =
-            size_of::<super::Task<tokio::net::TcpStream>>().max(size_of::<super::Lifecycle>());
+        type Tcp = crate::listener::Stream<tokio::net::TcpStream>;
+        let task = size_of::<super::Task<Tcp>>().max(size_of::<super::Lifecycle<Tcp>>());
         let shared = size_of::<super::Shared>();
         assert!(task <= 128, "connection task future grew to {task} bytes");
         assert!(

@@ -18,6 +18,10 @@ mod protocol;
 mod remote;
 mod shutdown;
 mod slow_client;
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(unix)]
+mod unix;
 mod upgrade;
 mod upgrade_hook;
 mod util;

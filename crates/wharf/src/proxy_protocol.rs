@@ -132,13 +132,15 @@ fn parse_v1(buf: &[u8]) -> Parsed {
     if cr + 2 > MAX_V1 {
         return Parsed::Invalid("PROXY protocol line too long");
     }
+    // Checked before waiting for the `\n`, as it is for a line without
+    // its `\r` yet: the outcome must not depend on how the bytes arrive.
+    if buf[..cr].iter().any(|&b| !(0x20..0x7f).contains(&b)) {
+        return Parsed::Invalid("malformed PROXY protocol line");
+    }
     match buf.get(cr + 1) {
         None => return Parsed::Incomplete(1),
         Some(b'\n') => {}
         Some(_) => return Parsed::Invalid("malformed PROXY protocol line"),
-    }
-    if buf[..cr].iter().any(|&b| !(0x20..0x7f).contains(&b)) {
-        return Parsed::Invalid("malformed PROXY protocol line");
     }
     let Ok(line) = std::str::from_utf8(&buf[6..cr]) else {
         return Parsed::Invalid("malformed PROXY protocol line");

@@ -46,6 +46,7 @@ use crate::frame::{FrameHeader, OpCode, Transmit};
 use crate::limits::Limits;
 use crate::mask;
 use crate::message::{Message, Utf8Bytes};
+use crate::rate::{RateAction, RateLimit, RateLimiter};
 use crate::timer::{self, Clock, Expired, Timeouts};
 use crate::utf8::Utf8Validator;
 
@@ -86,6 +87,9 @@ pub enum Event {
     Message(Message),
     /// The peer's close frame. If we had not sent one, the echo is queued.
     Close(CloseFrame),
+    /// A complete message over the rate limit, under
+    /// [`RateAction::Notify`]: the application decides what to do with it.
+    RateLimited(Message),
 }
 
 /// Why a command could not be carried out.
@@ -138,6 +142,17 @@ pub struct Connection {
     /// Allocated while a deadline runs (see `timer`).
     clock: Option<Box<Clock>>,
     deflate: Option<Box<Codec>>,
+    /// Only with a rate limit (`with_rate_limit`).
+    rate: Option<Box<Rate>>,
+}
+
+/// A connection's rate limit: the limiter, when input last arrived, and
+/// the messages over the limit not yet reported.
+#[derive(Debug)]
+struct Rate {
+    limiter: RateLimiter,
+    input_at: Instant,
+    limited: u32,
 }
 
 /// The rare parts of a connection.
@@ -322,6 +337,7 @@ impl Connection {
             }),
             clock: None,
             deflate: None,
+            rate: None,
         }
     }
 
@@ -379,10 +395,7 @@ impl Connection {
             self.rare = None;
         }
         match job.result {
-            Some(Ok(message)) => {
-                self.events.push_back(Event::Message(message));
-                Ok(())
-            }
+            Some(Ok(message)) => self.deliver(message),
             Some(Err(e)) => Err(e),
             None => Ok(()),
         }
@@ -397,6 +410,29 @@ impl Connection {
             self.clock = Some(Box::new(Clock::new(now)));
         }
         self
+    }
+
+    /// Limits the messages received (see [`RateLimit`]); `now` is when the
+    /// connection opened, when its buckets are full. Each message is
+    /// charged at the time of the last [`Connection::handle_input`] (the
+    /// time its bytes arrived), or `now` before any.
+    #[must_use]
+    pub fn with_rate_limit(mut self, limit: RateLimit, now: Instant) -> Self {
+        self.rate = Some(Box::new(Rate {
+            limiter: RateLimiter::new(limit, now),
+            input_at: now,
+            limited: 0,
+        }));
+        self
+    }
+
+    /// The messages received over the rate limit since the last call
+    /// (dropped, delivered as [`Event::RateLimited`], or the one that
+    /// failed the connection), for a transport's counters.
+    pub fn take_rate_limited(&mut self) -> u32 {
+        self.rate
+            .as_mut()
+            .map_or(0, |r| std::mem::take(&mut r.limited))
     }
 
     /// The deadlines in force (milliseconds, at most about 49 days).
@@ -601,8 +637,12 @@ impl Connection {
         Some(t)
     }
 
-    /// Records that input arrived from the peer at `now` (keepalive).
+    /// Records that input arrived from the peer at `now` (keepalive, and
+    /// the time the messages in it are charged to the rate limit).
     pub fn handle_input(&mut self, now: Instant) {
+        if let Some(rate) = &mut self.rate {
+            rate.input_at = now;
+        }
         if let Some(clock) = &mut self.clock {
             clock.heard = now;
             clock.pinged = false;
@@ -980,7 +1020,7 @@ impl Connection {
                 } else {
                     Message::Binary(payload.freeze())
                 };
-                self.events.push_back(Event::Message(message));
+                self.deliver(message)?;
             }
             OpCode::Text | OpCode::Binary => {
                 if frame.text && !frame.compressed {
@@ -1019,10 +1059,29 @@ impl Connection {
                     } else {
                         Message::Binary(m.data.freeze())
                     };
-                    self.events.push_back(Event::Message(message));
+                    self.deliver(message)?;
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Makes a complete message the next event, within the rate limit; over
+    /// it, by the limit's action: an error (failing the connection), no
+    /// event, or an [`Event::RateLimited`].
+    fn deliver(&mut self, message: Message) -> Result<(), ProtocolError> {
+        if let Some(rate) = self.rate.as_deref_mut()
+            && !rate.limiter.check(rate.input_at, message.len())
+        {
+            rate.limited = rate.limited.saturating_add(1);
+            match rate.limiter.action() {
+                RateAction::Close => return Err(ProtocolError::RateLimited),
+                RateAction::Drop => {}
+                RateAction::Notify => self.events.push_back(Event::RateLimited(message)),
+            }
+            return Ok(());
+        }
+        self.events.push_back(Event::Message(message));
         Ok(())
     }
 

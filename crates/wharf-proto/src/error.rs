@@ -66,6 +66,10 @@ pub enum ProtocolError {
         /// The configured limit.
         max: usize,
     },
+    /// A message arrived over the connection's rate limit, under
+    /// [`RateAction::Close`](crate::RateAction::Close).
+    #[error("rate limit exceeded")]
+    RateLimited,
     /// A frame used a reserved opcode (§5.2).
     #[error("reserved opcode {0:#x}")]
     OpCodeReserved(u8),
@@ -85,7 +89,7 @@ impl ProtocolError {
                 CloseCode::INVALID_PAYLOAD
             }
             Self::FrameTooBig { .. } | Self::MessageTooBig { .. } => CloseCode::MESSAGE_TOO_BIG,
-            Self::FragmentsTooMany { .. } => CloseCode::POLICY_VIOLATION,
+            Self::FragmentsTooMany { .. } | Self::RateLimited => CloseCode::POLICY_VIOLATION,
             Self::CloseCodeInvalid(_)
             | Self::ClosePayloadTruncated
             | Self::ContinuationUnexpected

@@ -46,6 +46,7 @@ pub mod handshake;
 mod limits;
 pub mod mask;
 mod message;
+mod rate;
 mod timer;
 mod utf8;
 
@@ -57,6 +58,7 @@ pub use frame::{OpCode, Transmit};
 pub use handshake::{Handshake, Reject};
 pub use limits::Limits;
 pub use message::{Message, Utf8Bytes};
+pub use rate::{RateAction, RateLimit, RateLimiter};
 pub use timer::{Expired, Timeouts};
 pub use utf8::{InvalidUtf8, Utf8Validator};
 

@@ -568,3 +568,57 @@ proptest! {
         prop_assert_eq!(run(Limits::default(), &input, chunk), whole);
     }
 }
+
+/// A server connection limited to `burst` messages (at 1 a second), fed
+/// `n` one-byte text messages at once.
+fn rate_limited(action: RateAction, burst: u32, n: usize) -> (Connection, Vec<Event>, u32) {
+    let t0 = std::time::Instant::now();
+    let mut conn = Connection::server(Limits::default())
+        .with_rate_limit(RateLimit::new(action).messages(1, burst), t0);
+    conn.handle_input(t0);
+    let input: Vec<u8> = (0..n).flat_map(|_| frame(true, 1, b"x")).collect();
+    let mut buf = BytesMut::from(&input[..]);
+    let mut events = Vec::new();
+    loop {
+        let _ = conn.receive(&mut buf);
+        events.extend(std::iter::from_fn(|| conn.poll_event()));
+        if !conn.receive_pending() {
+            break;
+        }
+    }
+    let limited = conn.take_rate_limited();
+    (conn, events, limited)
+}
+
+#[test]
+fn rate_limit_drop_delivers_the_burst_and_counts_the_rest() {
+    let (conn, events, limited) = rate_limited(RateAction::Drop, 3, 100);
+    assert_eq!(events, vec![text("x"), text("x"), text("x")]);
+    assert_eq!((limited, conn.state()), (97, State::Open));
+}
+
+#[test]
+fn rate_limit_notify_marks_the_messages_past_the_burst() {
+    let (mut conn, events, limited) = rate_limited(RateAction::Notify, 2, 4);
+    let over = Event::RateLimited(Message::Text(Utf8Bytes::from_static("x")));
+    assert_eq!(events, vec![text("x"), text("x"), over.clone(), over]);
+    assert_eq!((limited, conn.state()), (2, State::Open));
+    assert_eq!(conn.take_rate_limited(), 0);
+    // A second later, one more fits.
+    conn.handle_input(std::time::Instant::now() + std::time::Duration::from_secs(1));
+    let mut buf = BytesMut::from(&frame(true, 1, b"x")[..]);
+    conn.receive(&mut buf).unwrap();
+    assert_eq!(conn.poll_event(), Some(text("x")));
+}
+
+#[test]
+fn rate_limit_close_fails_with_1008_after_the_burst() {
+    let (mut conn, events, limited) = rate_limited(RateAction::Close, 5, 50);
+    assert_eq!(events, vec![text("x"); 5]);
+    assert_eq!(limited, 1);
+    assert_eq!(conn.state(), State::Closed);
+    assert_eq!(conn.error(), Some(&ProtocolError::RateLimited));
+    let close = conn.poll_transmit().unwrap();
+    assert_eq!(&close.payload()[..2], &1008u16.to_be_bytes());
+    assert_eq!(&close.payload()[2..], b"rate limit exceeded");
+}

@@ -46,7 +46,7 @@ use crate::frame::{FrameHeader, OpCode, Transmit};
 use crate::limits::Limits;
 use crate::mask;
 use crate::message::{Message, Utf8Bytes};
-use crate::rate::{RateAction, RateLimit, RateLimiter};
+use crate::rate::{Rate, RateAction, RateLimit};
 use crate::timer::{self, Clock, Expired, Timeouts};
 use crate::utf8::Utf8Validator;
 
@@ -142,17 +142,6 @@ pub struct Connection {
     /// Allocated while a deadline runs (see `timer`).
     clock: Option<Box<Clock>>,
     deflate: Option<Box<Codec>>,
-    /// Only with a rate limit (`with_rate_limit`).
-    rate: Option<Box<Rate>>,
-}
-
-/// A connection's rate limit: the limiter, when input last arrived, and
-/// the messages over the limit not yet reported.
-#[derive(Debug)]
-struct Rate {
-    limiter: RateLimiter,
-    input_at: Instant,
-    limited: u32,
 }
 
 /// The rare parts of a connection.
@@ -337,7 +326,6 @@ impl Connection {
             }),
             clock: None,
             deflate: None,
-            rate: None,
         }
     }
 
@@ -418,11 +406,10 @@ impl Connection {
     /// time its bytes arrived), or `now` before any.
     #[must_use]
     pub fn with_rate_limit(mut self, limit: RateLimit, now: Instant) -> Self {
-        self.rate = Some(Box::new(Rate {
-            limiter: RateLimiter::new(limit, now),
-            input_at: now,
-            limited: 0,
-        }));
+        // Kept with the deadlines' instants (the clock exists for the
+        // connection's life once made): a connection is mostly idle state.
+        let clock = self.clock.get_or_insert_with(|| Box::new(Clock::new(now)));
+        clock.rate = Some(Box::new(Rate::new(limit, now)));
         self
     }
 
@@ -430,8 +417,9 @@ impl Connection {
     /// (dropped, delivered as [`Event::RateLimited`], or the one that
     /// failed the connection), for a transport's counters.
     pub fn take_rate_limited(&mut self) -> u32 {
-        self.rate
+        self.clock
             .as_mut()
+            .and_then(|c| c.rate.as_mut())
             .map_or(0, |r| std::mem::take(&mut r.limited))
     }
 
@@ -640,10 +628,10 @@ impl Connection {
     /// Records that input arrived from the peer at `now` (keepalive, and
     /// the time the messages in it are charged to the rate limit).
     pub fn handle_input(&mut self, now: Instant) {
-        if let Some(rate) = &mut self.rate {
-            rate.input_at = now;
-        }
         if let Some(clock) = &mut self.clock {
+            if let Some(rate) = &mut clock.rate {
+                rate.input_at = now;
+            }
             clock.heard = now;
             clock.pinged = false;
         }
@@ -1070,7 +1058,7 @@ impl Connection {
     /// it, by the limit's action: an error (failing the connection), no
     /// event, or an [`Event::RateLimited`].
     fn deliver(&mut self, message: Message) -> Result<(), ProtocolError> {
-        if let Some(rate) = self.rate.as_deref_mut()
+        if let Some(rate) = self.clock.as_mut().and_then(|c| c.rate.as_deref_mut())
             && !rate.limiter.check(rate.input_at, message.len())
         {
             rate.limited = rate.limited.saturating_add(1);

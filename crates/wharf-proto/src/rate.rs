@@ -101,6 +101,25 @@ impl RateLimit {
     }
 }
 
+/// A connection's rate limit: the limiter, when input last arrived, and
+/// the messages over the limit not yet reported.
+#[derive(Debug)]
+pub(crate) struct Rate {
+    pub(crate) limiter: RateLimiter,
+    pub(crate) input_at: Instant,
+    pub(crate) limited: u32,
+}
+
+impl Rate {
+    pub(crate) fn new(limit: RateLimit, now: Instant) -> Self {
+        Self {
+            limiter: RateLimiter::new(limit, now),
+            input_at: now,
+            limited: 0,
+        }
+    }
+}
+
 /// Fractional bits of the limiter's time unit.
 const FRAC: u32 = 16;
 const NANOS: u128 = 1_000_000_000;

@@ -128,8 +128,8 @@ impl Limits {
 }
 
 /// The instants a connection's deadlines run from. Allocated only while
-/// one runs: always with keepalive, else from the close handshake or the
-/// first stalled write.
+/// one runs: always with keepalive or a rate limit, else from the close
+/// handshake or the first stalled write.
 #[derive(Debug)]
 pub(crate) struct Clock {
     /// When the peer last showed life: input arrived, or the transport
@@ -141,6 +141,9 @@ pub(crate) struct Clock {
     pub(crate) closing: Option<Instant>,
     /// Since when output has waited with no byte written.
     pub(crate) stalled: Option<Instant>,
+    /// The rate limit on received messages, if any: time-dependent state
+    /// too, kept here so that a connection without one pays nothing.
+    pub(crate) rate: Option<Box<crate::rate::Rate>>,
 }
 
 impl Clock {
@@ -150,6 +153,7 @@ impl Clock {
             pinged: false,
             closing: None,
             stalled: None,
+            rate: None,
         }
     }
 

@@ -34,6 +34,7 @@ pub use server::Server;
 pub use stats::{Snapshot, Stats};
 pub use upgrade::{PendingConnection, Refuse, Upgrade, upgrade};
 pub use wharf_proto::{
-    CloseCode, CloseFrame, DeflateConfig, DeflateParams, Limits, Message, ProtocolError, Utf8Bytes,
+    CloseCode, CloseFrame, DeflateConfig, DeflateParams, Limits, Message, ProtocolError,
+    RateAction, RateLimit, RateLimiter, Utf8Bytes,
 };
 pub use {http, hyper::body::Incoming};

@@ -121,6 +121,7 @@ impl Server {
                 }),
                 write_timeout: Some(Duration::from_secs(30)),
                 keep_headers: false,
+                rate_limit: None,
                 stats: Stats::default(),
                 hub: Hub::new(),
                 caps: Caps::new(256),
@@ -224,6 +225,19 @@ impl Server {
     pub fn keepalive(mut self, keepalive: Option<(Duration, Duration)>) -> Self {
         Arc::make_mut(&mut self.settings).keepalive =
             keepalive.map(|(interval, timeout)| Keepalive { interval, timeout });
+        self
+    }
+
+    /// Limits the messages each connection receives: messages and bytes a
+    /// second, each with a burst (default: `None`, no limit). Past it, the
+    /// limit's [`RateAction`](crate::RateAction): close 1008 "rate limit
+    /// exceeded", drop the message, or hand it on marked
+    /// ([`Connection::rate_limited`]). Counted in
+    /// [`Snapshot::rate_limited`](crate::Snapshot::rate_limited). A message
+    /// is charged at the time its bytes were read.
+    #[must_use]
+    pub fn rate_limit(mut self, limit: Option<wharf_proto::RateLimit>) -> Self {
+        Arc::make_mut(&mut self.settings).rate_limit = limit;
         self
     }
 
@@ -1091,9 +1105,13 @@ fn open(
     handler: Option<&ConnectionHandler>,
 ) -> (Arc<Shared>, Option<Handling>, Option<Connection>) {
     Counters::add(&settings.stats.counters().connections_total, 1);
+    let now = std::time::Instant::now();
     let mut proto = wharf_proto::Connection::server(settings.limits)
-        .with_timeouts(settings.timeouts(), std::time::Instant::now())
+        .with_timeouts(settings.timeouts(), now)
         .with_deferred_inflation();
+    if let Some(limit) = settings.rate_limit {
+        proto = proto.with_rate_limit(limit, now);
+    }
     if let Some(params) = meta.deflate {
         proto = proto.with_deflate(params);
     }

@@ -32,6 +32,8 @@ pub(crate) struct Counters {
     pub(crate) timeouts: AtomicU64,
     pub(crate) write_timeouts: AtomicU64,
     pub(crate) handler_panics: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
+    pub(crate) rate_limit_closes: AtomicU64,
     pub(crate) refusals: Mutex<BTreeMap<(u16, String), u64>>,
 }
 
@@ -64,6 +66,12 @@ pub struct Snapshot {
     /// Connection handlers that panicked (their connections were closed
     /// with 1011).
     pub handler_panics: u64,
+    /// Messages received over the rate limit ([`Server::rate_limit`](crate::Server::rate_limit)):
+    /// dropped, handed on marked, or the one that closed its connection.
+    pub rate_limited: u64,
+    /// Connections closed with 1008 for exceeding the rate limit (also
+    /// counted in `protocol_errors`).
+    pub rate_limit_closes: u64,
     /// Refused upgrades, by status and reason.
     pub refusals: BTreeMap<(u16, String), u64>,
 }
@@ -85,6 +93,8 @@ impl Stats {
             timeouts: get(&c.timeouts),
             write_timeouts: get(&c.write_timeouts),
             handler_panics: get(&c.handler_panics),
+            rate_limited: get(&c.rate_limited),
+            rate_limit_closes: get(&c.rate_limit_closes),
             refusals: c.refusals.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }

@@ -56,6 +56,8 @@ pub struct Client {
 /// if it is still open; queued messages are written first.
 pub struct Connection {
     client: Client,
+    /// The message `recv` last returned was over the rate limit.
+    limited: bool,
 }
 
 /// What the upgrade request said, kept for the connection's lifetime.
@@ -653,7 +655,19 @@ impl Client {
 
 impl Connection {
     pub(crate) fn new(client: Client) -> Self {
-        Self { client }
+        Self {
+            client,
+            limited: false,
+        }
+    }
+
+    /// Whether the message [`Connection::recv`] last returned was over the
+    /// server's rate limit ([`Server::rate_limit`](crate::Server::rate_limit)
+    /// with [`RateAction::Notify`](crate::RateAction::Notify)): answer it as
+    /// the application's protocol says, rather than act on it. Under the
+    /// other actions such messages never reach `recv`, and this is `false`.
+    pub fn rate_limited(&self) -> bool {
+        self.limited
     }
 
     /// A cloneable handle for sending from other tasks.
@@ -669,24 +683,32 @@ impl Connection {
     /// # Cancel safety
     /// Cancel safe: a message is removed only when it is returned.
     pub async fn recv(&mut self) -> Option<Message> {
+        let limited = &mut self.limited;
+        let client = &self.client;
         poll_fn(|cx| {
-            let mut inner = self.client.shared.lock();
+            let mut inner = client.shared.lock();
             let queued = inner.proto.buffered_amount();
             while let Some(event) = inner.proto.poll_event() {
-                match event {
-                    Event::Message(m @ (Message::Text(_) | Message::Binary(_))) => {
-                        let shared = &self.client.shared;
-                        shared.stats().received(shared.key(), m.len());
-                        return Poll::Ready(Some(m));
+                let (m, over) = match event {
+                    Event::Message(m) => (m, false),
+                    Event::RateLimited(m) => (m, true),
+                    Event::Close(_) => {
+                        inner.publish_state();
+                        continue;
                     }
-                    Event::Close(_) => inner.publish_state(),
-                    _ => {}
+                    _ => continue,
+                };
+                if matches!(m, Message::Text(_) | Message::Binary(_)) {
+                    let shared = &client.shared;
+                    shared.stats().received(shared.key(), m.len());
+                    *limited = over;
+                    return Poll::Ready(Some(m));
                 }
             }
             // The queue is empty: the driver may read again, and reaching a
             // close or a violation may have queued a close frame to write.
             if std::mem::take(&mut inner.read_paused) || inner.proto.buffered_amount() != queued {
-                self.client.shared.frames_queued(&mut inner);
+                client.shared.frames_queued(&mut inner);
             }
             if inner.ended.is_some() || inner.proto.state() == State::Closed {
                 inner.publish_state();

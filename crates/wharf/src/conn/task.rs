@@ -35,7 +35,9 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
-use wharf_proto::{CloseCode, DeflateConfig, Expired, Limits, Timeouts, Transmit};
+use wharf_proto::{
+    CloseCode, DeflateConfig, Expired, Limits, ProtocolError, RateLimit, Timeouts, Transmit,
+};
 
 use super::{End, Shared, SlowClient};
 use crate::caps::Caps;
@@ -57,6 +59,8 @@ pub(crate) struct Settings {
     /// How long queued output may wait with no byte written.
     pub(crate) write_timeout: Option<Duration>,
     pub(crate) keep_headers: bool,
+    /// Limits on the messages each connection receives.
+    pub(crate) rate_limit: Option<RateLimit>,
     pub(crate) stats: Stats,
     /// The server's registry of connections and rooms.
     pub(crate) hub: Hub,
@@ -483,7 +487,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                         self.read_chunk = MAX_READ as u32;
                     }
                 }
-                let now = self.shared.settings.keepalive.map(|_| Instant::now());
+                // The time matters to keepalive and to the rate limit.
+                let settings = &self.shared.settings;
+                let timed = settings.keepalive.is_some() || settings.rate_limit.is_some();
+                let now = timed.then(Instant::now);
                 self.process(Some(cx.waker()), now);
                 Poll::Ready(Some(n))
             }
@@ -661,6 +668,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         }
         if inner.detached {
             inner.drain(&mut self.read_buf);
+        }
+        let limited = inner.proto.take_rate_limited();
+        if limited > 0 {
+            let stats = self.shared.stats();
+            Counters::add(&stats.rate_limited, u64::from(limited));
+            if inner.proto.error() == Some(&ProtocolError::RateLimited) {
+                // The one message that failed the connection (the rest of
+                // the input is discarded).
+                Counters::add(&stats.rate_limit_closes, 1);
+            }
         }
         let rest = inner.proto.input_needed();
         if inner.proto.has_events() || inner.proto.state() == wharf_proto::State::Closed {

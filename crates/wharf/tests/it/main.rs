@@ -16,6 +16,7 @@ mod limits;
 mod policy;
 mod protocol;
 mod remote;
+mod rate_limit;
 mod shutdown;
 mod slow_client;
 #[cfg(feature = "tls")]

@@ -7,12 +7,20 @@
 //! published through [`Hub::publish`]. A bad client message gets an `error`
 //! back and the connection stays open: nothing a client sends ends it
 //! except the WebSocket protocol's own limits.
+//!
+//! A client that sends faster than the server's rate limit pays for it
+//! alone: each message over the limit gets an `error` with the code
+//! `rate_limited` and goes nowhere else, so a flood never reaches the
+//! room's other members (whose queues it would fill until they were
+//! closed as slow consumers).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 use wharf::{Connection, Hub, Message};
+
+use crate::names;
 
 /// The subprotocol name; the server also speaks the protocol to clients
 /// that offer no subprotocol.
@@ -150,8 +158,8 @@ pub(crate) fn parse(text: &str) -> Result<Command, Refusal> {
 }
 
 /// A string field of at most `max` characters, not blank. A `label` (name
-/// or room) is trimmed and may not hold control characters; a text keeps
-/// its spacing and line breaks.
+/// or room) is trimmed of spaces and may hold only visible characters
+/// (`names`); a text keeps its spacing and line breaks.
 fn field(
     obj: &Map<String, Value>,
     key: &'static str,
@@ -163,7 +171,11 @@ fn field(
         Some(_) => return Err(refuse("bad_message", format!("`{key}` must be a string"))),
         None => return Err(refuse("missing_field", format!("missing field `{key}`"))),
     };
-    let s = if label { s.trim() } else { s.as_str() };
+    let s = if label {
+        s.trim_matches(' ')
+    } else {
+        s.as_str()
+    };
     if s.trim().is_empty() {
         return Err(refuse("empty", format!("`{key}` is empty")));
     }
@@ -173,10 +185,13 @@ fn field(
             format!("`{key}` is longer than {max} characters"),
         ));
     }
-    if label && s.chars().any(char::is_control) {
+    if label && let Err(names::Refused { ch, rule }) = names::check(s) {
         return Err(refuse(
             "bad_message",
-            format!("`{key}` may not contain control characters"),
+            format!(
+                "`{key}` may not contain U+{:04X}: {rule}; names and rooms hold visible characters only",
+                u32::from(ch)
+            ),
         ));
     }
     Ok(s.to_owned())
@@ -188,8 +203,10 @@ struct Session {
     room: Option<(String, String)>,
 }
 
-/// Runs the chat protocol on `conn` until it closes.
-pub(crate) async fn serve(mut conn: Connection, hub: Hub) {
+/// Runs the chat protocol on `conn` until it closes. A message over the
+/// server's rate limit gets the error `rate_limited` with
+/// `rate_limit_reason`.
+pub(crate) async fn serve(mut conn: Connection, hub: Hub, rate_limit_reason: &str) {
     let mut session = Session {
         id: conn.id(),
         room: None,
@@ -209,6 +226,15 @@ pub(crate) async fn serve(mut conn: Connection, hub: Hub) {
         .encode(),
     );
     while let Some(msg) = conn.recv().await {
+        if conn.rate_limited() {
+            // Not even parsed: the sender's flood costs the sender.
+            let refusal = Out::Error {
+                code: "rate_limited",
+                reason: rate_limit_reason.to_owned(),
+            };
+            let _ = conn.send(refusal.encode());
+            continue;
+        }
         let outcome = match msg.as_text() {
             Some(text) => parse(text).and_then(|cmd| session.apply(cmd, &conn, &hub)),
             None => Err(refuse(
@@ -228,6 +254,18 @@ impl Session {
     fn apply(&mut self, cmd: Command, conn: &Connection, hub: &Hub) -> Result<(), Refusal> {
         match cmd {
             Command::Join { room, name } => {
+                if matches!(&self.room, Some((r, n)) if *r == room && *n == name) {
+                    // Already there under that name: only the joiner hears
+                    // of it, so repeating a join costs the others nothing.
+                    let again = Out::Joined {
+                        room: &room,
+                        id: self.id,
+                        name: &name,
+                        online: hub.room_len(&room),
+                    };
+                    let _ = conn.send(again.encode());
+                    return Ok(());
+                }
                 self.leave(conn, hub, true);
                 conn.join(&room);
                 let online = hub.room_len(&room);

@@ -158,6 +158,27 @@ pub struct Settings {
     #[arg(long, env = "WHARF_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
 
+    /// Messages a second each client may send ("5/s"); past the burst, a
+    /// chat client gets a `rate_limited` error for each message over it,
+    /// other modes drop them; "off" turns it off [default: 5/s in chat mode,
+    /// else off]
+    #[arg(long, env = "WHARF_RATE_LIMIT_MESSAGES", value_name = "N/s", value_parser = parse_message_rate)]
+    pub rate_limit_messages: Option<u32>,
+
+    /// Messages a client may send at once, above the rate [default: 20]
+    #[arg(long, env = "WHARF_RATE_LIMIT_MESSAGE_BURST", value_name = "COUNT", value_parser = parse_burst)]
+    pub rate_limit_message_burst: Option<u32>,
+
+    /// Payload bytes a second each client may send ("16KiB/s"), as for
+    /// messages; "off" turns it off [default: 16KiB/s in chat mode, else off]
+    #[arg(long, env = "WHARF_RATE_LIMIT_BYTES", value_name = "SIZE/s", value_parser = parse_byte_rate)]
+    pub rate_limit_bytes: Option<u64>,
+
+    /// Payload bytes a client may send at once, above the rate
+    /// [default: 64KiB]
+    #[arg(long, env = "WHARF_RATE_LIMIT_BYTE_BURST", value_name = "SIZE", value_parser = parse_size)]
+    pub rate_limit_byte_burst: Option<usize>,
+
     /// The log filter: a level (error, warn, info, debug, trace) or tracing
     /// directives such as "info,wharf=debug" [default: info]
     #[arg(long, env = "WHARF_LOG", value_name = "FILTER", value_parser = parse_log_level)]
@@ -251,6 +272,14 @@ pub struct Config {
     pub ping_interval: Duration,
     /// How long a pinged connection may stay silent.
     pub ping_timeout: Duration,
+    /// Messages a second per connection; zero turns the limit off.
+    pub rate_limit_messages: u32,
+    /// Messages at once above the rate.
+    pub rate_limit_message_burst: u32,
+    /// Payload bytes a second per connection; zero turns the limit off.
+    pub rate_limit_bytes: u64,
+    /// Payload bytes at once above the rate.
+    pub rate_limit_byte_burst: usize,
     /// The tracing filter.
     pub log_level: String,
     /// Connection caps, trusted proxies, the PROXY protocol.
@@ -281,6 +310,10 @@ impl Default for Config {
             write_timeout: Duration::from_secs(30),
             ping_interval: Duration::from_secs(30),
             ping_timeout: Duration::from_secs(20),
+            rate_limit_messages: CHAT_RATE_MESSAGES,
+            rate_limit_message_burst: 20,
+            rate_limit_bytes: CHAT_RATE_BYTES,
+            rate_limit_byte_burst: 64 << 10,
             log_level: "info".to_owned(),
             edge: Edge::default(),
             tls_cert: None,
@@ -352,6 +385,11 @@ impl std::error::Error for ConfigError {
 /// The chat mode's message and frame limit: its messages are at most a few
 /// KiB of JSON (docs/PROTOCOL.md).
 const CHAT_MAX_MESSAGE: usize = 64 << 10;
+/// The chat mode's rate limits: a person typing sends a message every
+/// second or two, at most a few a second in a quick exchange (see
+/// docs/CONFIGURATION.md).
+const CHAT_RATE_MESSAGES: u32 = 5;
+const CHAT_RATE_BYTES: u64 = 16 << 10;
 
 const KEYS: &[&str] = &[
     "listen",
@@ -371,6 +409,10 @@ const KEYS: &[&str] = &[
     "write-timeout",
     "ping-interval",
     "ping-timeout",
+    "rate-limit-messages",
+    "rate-limit-message-burst",
+    "rate-limit-bytes",
+    "rate-limit-byte-burst",
     "log-level",
     "tls-cert",
     "tls-key",
@@ -426,6 +468,8 @@ impl Config {
         let mut sized = cli.settings.max_message_size.is_some();
         let mut framed = cli.settings.max_frame_size.is_some();
         let mut file_edge = None;
+        let mut rated = cli.settings.rate_limit_messages.is_some();
+        let mut byte_rated = cli.settings.rate_limit_bytes.is_some();
         if let Some(path) = &cli.config {
             let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
                 file: path.clone(),
@@ -439,6 +483,8 @@ impl Config {
             sized |= file.max_message_size.is_some();
             framed |= file.max_frame_size.is_some();
             file_edge = Some(file.edge.clone());
+            rated |= file.rate_limit_messages.is_some();
+            byte_rated |= file.rate_limit_bytes.is_some();
             config.apply(file);
         }
         config.apply(cli.settings.clone());
@@ -474,6 +520,16 @@ impl Config {
                         .to_owned(),
                 source: None,
             });
+        }
+        // Rate limits protect the chat's rooms; the benchmark modes relay
+        // as fast as they are sent to, unless told otherwise.
+        if config.mode != Mode::Chat {
+            if !rated {
+                config.rate_limit_messages = 0;
+            }
+            if !byte_rated {
+                config.rate_limit_bytes = 0;
+            }
         }
         Ok(config)
     }
@@ -565,6 +621,19 @@ impl Config {
                         _ => settings.tls_key = file,
                     }
                 }
+                "rate-limit-messages" => {
+                    settings.rate_limit_messages =
+                        Some(rate(value, parse_message_rate).map_err(at)?);
+                }
+                "rate-limit-message-burst" => {
+                    settings.rate_limit_message_burst = Some(rate(value, parse_burst).map_err(at)?);
+                }
+                "rate-limit-bytes" => {
+                    settings.rate_limit_bytes = Some(rate(value, parse_byte_rate).map_err(at)?);
+                }
+                "rate-limit-byte-burst" => {
+                    settings.rate_limit_byte_burst = Some(size(value).map_err(at)?);
+                }
                 "log-level" => {
                     settings.log_level = Some(string(value, &name, parse_log_level).map_err(at)?);
                 }
@@ -603,6 +672,10 @@ impl Config {
             write_timeout,
             ping_interval,
             ping_timeout,
+            rate_limit_messages,
+            rate_limit_message_burst,
+            rate_limit_bytes,
+            rate_limit_byte_burst,
             log_level,
             edge,
             tls_cert,
@@ -629,6 +702,10 @@ impl Config {
         set(&mut self.write_timeout, write_timeout);
         set(&mut self.ping_interval, ping_interval);
         set(&mut self.ping_timeout, ping_timeout);
+        set(&mut self.rate_limit_messages, rate_limit_messages);
+        set(&mut self.rate_limit_message_burst, rate_limit_message_burst);
+        set(&mut self.rate_limit_bytes, rate_limit_bytes);
+        set(&mut self.rate_limit_byte_burst, rate_limit_byte_burst);
         set(&mut self.log_level, log_level);
         self.edge.apply(edge);
         if tls_cert.is_some() {
@@ -689,6 +766,26 @@ impl Config {
         line("write-timeout", quote(&off(self.write_timeout)));
         line("ping-interval", quote(&off(self.ping_interval)));
         line("ping-timeout", quote(&fmt_duration(self.ping_timeout)));
+        let per_second = |n: u64| match n {
+            0 => "off".to_owned(),
+            n => format!("{n}/s"),
+        };
+        line(
+            "rate-limit-messages",
+            quote(&per_second(u64::from(self.rate_limit_messages))),
+        );
+        line(
+            "rate-limit-message-burst",
+            self.rate_limit_message_burst.to_string(),
+        );
+        line(
+            "rate-limit-bytes",
+            quote(&per_second(self.rate_limit_bytes)),
+        );
+        line(
+            "rate-limit-byte-burst",
+            self.rate_limit_byte_burst.to_string(),
+        );
         line("log-level", quote(&self.log_level));
         self.edge.to_toml(&mut line);
         for (key, file) in [("tls-cert", &self.tls_cert), ("tls-key", &self.tls_key)] {
@@ -885,6 +982,53 @@ pub(crate) fn parse_size(s: &str) -> Result<usize, String> {
         return Err("must be at least 1 byte".to_owned());
     }
     Ok(bytes)
+}
+
+/// A rate setting in a file: an integer, or a string for its parser.
+fn rate<T>(
+    value: &Spanned<DeValue<'_>>,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<T, String> {
+    match integer(value) {
+        Some(n) => parse(&n?.to_string()),
+        None => match value.get_ref().as_str() {
+            Some(s) => parse(s),
+            None => Err(format!(
+                "expected a rate (such as \"5/s\" or \"off\"), found {}",
+                value.get_ref().type_str()
+            )),
+        },
+    }
+}
+
+/// A rate: `N/s` (or `N`) of what `parse` reads, or `off` (or zero): 0.
+fn per_second<T: Default>(s: &str, parse: impl Fn(&str) -> Result<T, String>) -> Result<T, String> {
+    let t = s.trim();
+    if t.eq_ignore_ascii_case("off") || t == "0" || t == "0/s" {
+        return Ok(T::default());
+    }
+    let n = t.strip_suffix("/s").unwrap_or(t);
+    parse(n).map_err(|e| format!("{s:?} is not a rate ({e}); write N/s, such as 5/s, or off"))
+}
+
+/// Messages a second: `5/s`, `5`, or `off`.
+fn parse_message_rate(s: &str) -> Result<u32, String> {
+    per_second(s, |n| {
+        n.trim()
+            .parse::<u32>()
+            .map_err(|_| "not a whole number".to_owned())
+    })
+}
+
+/// Bytes a second: `16KiB/s`, `16384`, or `off`.
+fn parse_byte_rate(s: &str) -> Result<u64, String> {
+    per_second(s, |n| parse_size(n).map(|b| b as u64))
+}
+
+/// A burst of messages: at least 1.
+fn parse_burst(s: &str) -> Result<u32, String> {
+    let n = parse_count(s)?;
+    u32::try_from(n).map_err(|_| format!("{s:?} is too large"))
 }
 
 fn parse_count(s: &str) -> Result<usize, String> {

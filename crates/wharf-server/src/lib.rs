@@ -21,6 +21,7 @@ mod chat;
 mod config;
 mod edge;
 mod metrics;
+mod names;
 mod page;
 mod static_files;
 mod tls;
@@ -34,8 +35,8 @@ use anyhow::Context as _;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use tokio::net::TcpListener;
 use wharf::{
-    Body, Client, Connection, DeflateConfig, Disconnect, Hub, Incoming, Limits, Refuse, Server,
-    Stats,
+    Body, Client, Connection, DeflateConfig, Disconnect, Hub, Incoming, Limits, RateAction,
+    RateLimit, Refuse, Server, Stats,
 };
 
 pub use config::{Cli, Config, ConfigError, DeflateMode, Mode, Settings, SlowClientPolicy};
@@ -107,6 +108,7 @@ pub async fn serve(
         stats: server.stats(),
         statics,
         metrics: config.metrics_on_main(),
+        rate_limit_reason: rate_limit_reason(&config),
     });
     let server = configure(server, &config, app.clone());
     let (server, reloads) = tls::configure(server, &config)?;
@@ -186,6 +188,47 @@ struct App {
     statics: Option<StaticDir>,
     /// Whether /metrics is served on the main address.
     metrics: bool,
+    /// The chat's answer to a message over the rate limit.
+    rate_limit_reason: String,
+}
+
+/// The rate limit `config` asks for, if any: in chat mode, messages over
+/// it are handed to the chat, which answers them with an error; the other
+/// modes drop them.
+fn rate_limit(config: &Config) -> Option<RateLimit> {
+    if config.rate_limit_messages == 0 && config.rate_limit_bytes == 0 {
+        return None;
+    }
+    let action = match config.mode {
+        Mode::Chat => RateAction::Notify,
+        _ => RateAction::Drop,
+    };
+    Some(
+        RateLimit::new(action)
+            .messages(config.rate_limit_messages, config.rate_limit_message_burst)
+            .bytes(config.rate_limit_bytes, config.rate_limit_byte_burst as u64),
+    )
+}
+
+/// The reason of the chat's `rate_limited` error: the limits, in words.
+fn rate_limit_reason(config: &Config) -> String {
+    let mut limits = Vec::new();
+    if config.rate_limit_messages > 0 {
+        limits.push(format!(
+            "{} messages a second (bursts of {})",
+            config.rate_limit_messages, config.rate_limit_message_burst
+        ));
+    }
+    if config.rate_limit_bytes > 0 {
+        limits.push(format!(
+            "{} bytes a second (bursts of {})",
+            config.rate_limit_bytes, config.rate_limit_byte_burst
+        ));
+    }
+    format!(
+        "too fast: at most {}; this message was not delivered",
+        limits.join(" and ")
+    )
 }
 
 fn configure(server: Server, config: &Config, app: Arc<App>) -> Server {
@@ -213,7 +256,8 @@ fn configure(server: Server, config: &Config, app: Arc<App>) -> Server {
         .write_timeout((!config.write_timeout.is_zero()).then_some(config.write_timeout))
         .keepalive(keepalive)
         .allowed_origins(config.origins())
-        .allowed_hosts(config.hosts());
+        .allowed_hosts(config.hosts())
+        .rate_limit(rate_limit(config));
     server = config.edge.configure(server);
     if config.mode == Mode::Chat {
         server = server
@@ -311,7 +355,7 @@ impl App {
             "connection open"
         );
         match self.mode {
-            Mode::Chat => chat::serve(conn, self.hub.clone()).await,
+            Mode::Chat => chat::serve(conn, self.hub.clone(), &self.rate_limit_reason).await,
             Mode::Broadcast => {
                 while let Some(msg) = conn.recv().await {
                     self.hub.broadcast(msg);

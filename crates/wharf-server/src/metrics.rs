@@ -90,6 +90,18 @@ pub(crate) fn render(s: &Snapshot, hub: &Hub) -> String {
         s.handler_panics,
     );
     metric(
+        "wharf_rate_limited_total",
+        "counter",
+        "Messages received over the rate limit (chat: answered rate_limited; other modes: dropped).",
+        s.rate_limited,
+    );
+    metric(
+        "wharf_rate_limit_closes_total",
+        "counter",
+        "Connections closed with 1008 for exceeding the rate limit.",
+        s.rate_limit_closes,
+    );
+    metric(
         "wharf_rooms",
         "gauge",
         "Chat rooms with at least one member.",
@@ -147,6 +159,8 @@ mod tests {
             "wharf_handshake_refusals_total",
             "wharf_slow_client_closes_total",
             "wharf_slow_client_drops_total",
+            "wharf_rate_limited_total",
+            "wharf_rate_limit_closes_total",
             "wharf_rooms",
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");

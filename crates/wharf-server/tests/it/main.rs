@@ -9,6 +9,7 @@ mod edge;
 mod metrics;
 mod modes;
 mod policy;
+mod rate_limit;
 mod shutdown;
 mod static_files;
 mod util;

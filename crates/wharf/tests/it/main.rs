@@ -15,8 +15,8 @@ mod keepalive;
 mod limits;
 mod policy;
 mod protocol;
-mod remote;
 mod rate_limit;
+mod remote;
 mod shutdown;
 mod slow_client;
 #[cfg(feature = "tls")]

@@ -1124,6 +1124,52 @@ mod tests {
     }
 
     #[test]
+    fn rates_are_per_second_or_off() {
+        assert_eq!(parse_message_rate("5/s"), Ok(5));
+        assert_eq!(parse_message_rate(" 12 "), Ok(12));
+        assert_eq!(parse_message_rate("off"), Ok(0));
+        assert_eq!(parse_message_rate("0"), Ok(0));
+        assert!(parse_message_rate("5/min").is_err());
+        assert!(parse_message_rate("fast").is_err());
+        assert_eq!(parse_byte_rate("16KiB/s"), Ok(16_384));
+        assert_eq!(parse_byte_rate("OFF"), Ok(0));
+        assert!(parse_byte_rate("16 parsecs/s").is_err());
+        assert_eq!(parse_burst("20"), Ok(20));
+        assert!(parse_burst("0").is_err());
+        let s = file(
+            "rate-limit-messages = \"2/s\"\nrate_limit_message_burst = 4\n\
+             rate-limit-bytes = \"off\"\nrate-limit-byte-burst = \"1KiB\"\n",
+        )
+        .unwrap();
+        assert_eq!(s.rate_limit_messages, Some(2));
+        assert_eq!(s.rate_limit_message_burst, Some(4));
+        assert_eq!(s.rate_limit_bytes, Some(0));
+        assert_eq!(s.rate_limit_byte_burst, Some(1024));
+        let e = file("rate-limit-messages = \"lots\"\n").unwrap_err();
+        assert_eq!(e.key(), Some("rate-limit-messages"));
+    }
+
+    #[test]
+    fn rate_limits_default_on_in_chat_only() {
+        let load = |args: &[&str]| {
+            let mut argv = vec!["wharf"];
+            argv.extend_from_slice(args);
+            Config::load(&Cli::parse_from(argv)).unwrap()
+        };
+        let chat = load(&[]);
+        assert_eq!(
+            (chat.rate_limit_messages, chat.rate_limit_bytes),
+            (5, 16 << 10)
+        );
+        let echo = load(&["--mode", "echo"]);
+        assert_eq!((echo.rate_limit_messages, echo.rate_limit_bytes), (0, 0));
+        let echo = load(&["--mode", "echo", "--rate-limit-messages", "100/s"]);
+        assert_eq!((echo.rate_limit_messages, echo.rate_limit_bytes), (100, 0));
+        let off = load(&["--rate-limit-messages", "off", "--rate-limit-bytes", "off"]);
+        assert_eq!((off.rate_limit_messages, off.rate_limit_bytes), (0, 0));
+    }
+
+    #[test]
     fn file_settings_are_read() {
         let s = file(
             "listen = \"0.0.0.0:80\"\nmode = \"echo\"\nmax_message_size = \"64KiB\"\n\

@@ -791,7 +791,9 @@ async def compressed_flood(ctx, res, mode, count=1000, conns=8):
                 except TimeoutError:
                     rtts.append(5.0)
                     raise
-                await asyncio.sleep(max(0.0, 0.1 - (now() - t0)))
+                # Chat: 4 a second, within the default rate limit (5/s).
+                pace = 0.25 if mode == "chat" else 0.1
+                await asyncio.sleep(max(0.0, pace - (now() - t0)))
 
         prober = Prober(s.port)
         by_task = asyncio.create_task(bystander())
@@ -930,6 +932,8 @@ async def zero_window_room(ctx, res, members=10, duration=10.0, write_timeout=3.
     # slow-client close out of the way, so only the write timeout can act.
     flags = ["--max-backpressure", "16MiB"]
     flags += ["--write-timeout", f"{write_timeout:g}s"] if flag else []
+    # The members say ~8 MiB in a burst on purpose: no rate limit here.
+    flags += ["--rate-limit-messages", "off", "--rate-limit-bytes", "off"]
     async with Session(ctx, res, "chat", flags) as s:
         room = "harbour"
         readers = []
@@ -1008,6 +1012,104 @@ async def zero_window_room(ctx, res, members=10, duration=10.0, write_timeout=3.
         for ws, _ in readers:
             ws.close()
         stalled.close()
+
+
+async def chat_say_flood(ctx, res, readers=10, flood=4000, read_rate=256_000):
+    """Issue 12's attack with the default settings: one member sends
+    `flood` says of 2,000 characters as fast as it can; `readers` members
+    read at `read_rate` bytes a second (16 KiB receive buffers). No reader
+    may be closed, each must receive every message the server accepted, and
+    the sender gets `rate_limited` for the rest."""
+    async with Session(ctx, res, "chat", []) as s:
+        room = "harbour"
+        members = []
+        for i in range(readers):
+            ws = await WS.connect(s.port, protocol="wharf.chat.v1", rcvbuf=16 * KiB)
+            await chat_welcome(ws, 5)
+            await ws.send(frame(OP_TEXT, chat_join(room, f"reader{i}")))
+            members.append(ws)
+        sender = await WS.connect(s.port, protocol="wharf.chat.v1")
+        me = await chat_welcome(sender, 5)
+        await sender.send(frame(OP_TEXT, chat_join(room, "flood")))
+        await asyncio.sleep(0.3)  # the joins settle
+        got = [0] * readers
+        closed = [None] * readers
+        done_at = [None] * readers
+        counts = {"accepted": 0, "limited": 0}
+        stop_by = now() + 60
+
+        async def reader(i, ws):
+            t0, taken = now(), 0
+            while now() < stop_by:
+                try:
+                    m = await ws.recv_message(left(stop_by))
+                except (TimeoutError, Closed) as e:
+                    closed[i] = repr(e)
+                    return
+                if isinstance(m, Frame):
+                    closed[i] = f"close {m.close_code()}"
+                    return
+                taken += len(m)
+                ev = json.loads(m)
+                if ev.get("type") == "message" and ev.get("id") == me:
+                    if ev.get("text") == "done":
+                        done_at[i] = now()
+                        return
+                    got[i] += 1
+                # Read at `read_rate`: the kernel's small buffer passes the
+                # pace back to the server.
+                await asyncio.sleep(max(0.0, t0 + taken / read_rate - now()))
+
+        async def sender_reads():
+            while now() < stop_by:
+                m = await sender.recv_message(left(stop_by))
+                if isinstance(m, Frame):
+                    raise Closed(f"sender closed {m.close_code()}")
+                ev = json.loads(m)
+                if ev.get("type") == "message" and ev.get("id") == me:
+                    if ev.get("text") == "done":
+                        return
+                    counts["accepted"] += 1
+                elif ev.get("type") == "error" and ev.get("code") == "rate_limited":
+                    counts["limited"] += 1
+
+        tasks = [asyncio.create_task(reader(i, ws)) for i, ws in enumerate(members)]
+        own = asyncio.create_task(sender_reads())
+        say = frame(OP_TEXT, chat_say("f" * 2000))
+        t0 = now()
+        for _ in range(flood // 100):
+            await sender.send(say * 100, 10)
+        flood_s = now() - t0
+        slow_closes_early = await metric(s.port, "wharf_slow_client_closes_total")
+        await asyncio.sleep(1.1)  # the bucket refills: the marker gets through
+        await sender.send(frame(OP_TEXT, chat_say("done")))
+        try:
+            await asyncio.wait_for(own, 30)
+        except (Exception, TimeoutError) as e:
+            res.check(False, f"sender: {e!r}")
+        await asyncio.gather(*tasks, return_exceptions=True)
+        accepted, limited = counts["accepted"], counts["limited"]
+        res.fig("flood_s", f"{flood_s:.2f}")
+        res.fig("accepted", accepted)
+        res.fig("rate_limited", limited)
+        res.fig("readers_got_min/max", f"{min(got)}/{max(got)}")
+        drained = [d - t0 for d in done_at if d is not None]
+        res.fig("readers_done_s", f"{max(drained):.1f}" if drained else "never")
+        slow_closes = await metric(s.port, "wharf_slow_client_closes_total")
+        res.fig("slow_closes", slow_closes)
+        res.check(all(c is None for c in closed), f"readers closed: {[c for c in closed if c]}")
+        res.check(slow_closes == 0 and slow_closes_early == 0, f"{slow_closes} slow-consumer closes")
+        res.check(min(got) == max(got) == accepted,
+                  f"readers got {min(got)}..{max(got)} of the {accepted} messages accepted")
+        res.check(accepted + limited == flood, f"accepted {accepted} + rate_limited {limited} != {flood}")
+        res.check(limited > 0, "the sender got no rate_limited error")
+        # Default limits: a burst of 20, then 5 a second.
+        most = 20 + int(5 * (flood_s + 0.5)) + 1
+        res.check(accepted <= most, f"accepted {accepted} > {most}, beyond the default rate limit")
+        await s.finish(conns=readers + 1)
+        for ws in members:
+            ws.close()
+        sender.close()
 
 
 async def half_open(ctx, res, count=1000, hs_timeout=3.0):
@@ -1176,6 +1278,7 @@ SCENARIOS = [
     ("parked-partial", parked_partial),
     ("fragment-flood", fragment_flood),
     ("zero-window-room", zero_window_room),
+    ("chat-say-flood", chat_say_flood),
     ("half-open-handshakes", half_open),
     ("half-open-nofile", half_open_nofile),
     ("idle-then-sigterm", idle_then_sigterm),

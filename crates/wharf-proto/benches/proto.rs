@@ -1,6 +1,7 @@
 //! Criterion micro-benchmarks for the hot paths of `wharf-proto`: masking,
 //! UTF-8 validation, frame header decode and encode, and a server
-//! [`Connection`] receiving whole buffers of masked client frames.
+//! [`Connection`] receiving whole buffers of masked client frames, with and
+//! without a rate limit.
 //!
 //! Every benchmark sets [`Throughput::Bytes`], so criterion reports GB/s.
 //!
@@ -16,7 +17,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput};
 use wharf_proto::frame::FrameHeader;
-use wharf_proto::{Connection, Event, Limits, OpCode, Transmit, Utf8Validator, mask};
+use wharf_proto::{
+    Connection, Event, Limits, OpCode, RateAction, RateLimit, Transmit, Utf8Validator, mask,
+};
 
 const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 
@@ -156,6 +159,51 @@ fn bench_connection(c: &mut Criterion) {
     group.finish();
 }
 
+/// 8,192 small text messages received and polled: without a rate limit,
+/// with one that admits them all (the cost of checking), and with one that
+/// drops all but the first (the cost of a flood under `Drop`).
+fn bench_rate_limit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("rate_limit");
+    let count = 8192;
+    let wire = Transmit::masked(OpCode::Text, &[b'a'; 32], KEY)
+        .to_vec()
+        .repeat(count);
+    group.throughput(Throughput::Bytes(wire.len() as u64));
+    let admit = RateLimit::new(RateAction::Drop).messages(u32::MAX, u32::MAX);
+    let flood = RateLimit::new(RateAction::Drop).messages(1, 1);
+    for (name, limit, want) in [
+        ("off", None, count),
+        ("admit", Some(admit), count),
+        ("drop", Some(flood), 1),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || BytesMut::from(&wire[..]),
+                |buf| {
+                    let now = std::time::Instant::now();
+                    let mut conn = Connection::server(Limits::default());
+                    if let Some(limit) = limit {
+                        conn = conn.with_rate_limit(limit, now);
+                    }
+                    let mut messages = 0usize;
+                    loop {
+                        conn.receive(buf).expect("valid frames");
+                        while let Some(event) = conn.poll_event() {
+                            messages += usize::from(matches!(black_box(event), Event::Message(_)));
+                        }
+                        if !conn.receive_pending() {
+                            break;
+                        }
+                    }
+                    assert_eq!(messages, want);
+                },
+                BatchSize::LargeInput,
+            );
+        });
+    }
+    group.finish();
+}
+
 /// Short runs: the machine has two cores, and these are for spotting
 /// regressions, not for publication (`--measurement-time` overrides).
 fn config() -> Criterion {
@@ -172,5 +220,6 @@ fn main() {
     bench_utf8(&mut c);
     bench_frame(&mut c);
     bench_connection(&mut c);
+    bench_rate_limit(&mut c);
     c.final_summary();
 }

@@ -630,7 +630,7 @@ impl Connection {
     pub fn handle_input(&mut self, now: Instant) {
         if let Some(clock) = &mut self.clock {
             if let Some(rate) = &mut clock.rate {
-                rate.input_at = now;
+                rate.input(now);
             }
             clock.heard = now;
             clock.pinged = false;
@@ -1059,7 +1059,7 @@ impl Connection {
     /// event, or an [`Event::RateLimited`].
     fn deliver(&mut self, message: Message) -> Result<(), ProtocolError> {
         if let Some(rate) = self.clock.as_mut().and_then(|c| c.rate.as_deref_mut())
-            && !rate.limiter.check(rate.input_at, message.len())
+            && !rate.admit(message.len())
         {
             rate.limited = rate.limited.saturating_add(1);
             match rate.limiter.action() {

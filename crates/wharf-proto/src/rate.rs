@@ -106,7 +106,9 @@ impl RateLimit {
 #[derive(Debug)]
 pub(crate) struct Rate {
     pub(crate) limiter: RateLimiter,
-    pub(crate) input_at: Instant,
+    /// When input last arrived, in the limiter's nanoseconds (converted
+    /// once per read, not per message).
+    input_at: u64,
     pub(crate) limited: u32,
 }
 
@@ -114,9 +116,20 @@ impl Rate {
     pub(crate) fn new(limit: RateLimit, now: Instant) -> Self {
         Self {
             limiter: RateLimiter::new(limit, now),
-            input_at: now,
+            input_at: 0,
             limited: 0,
         }
+    }
+
+    /// Records that input arrived at `now`.
+    pub(crate) fn input(&mut self, now: Instant) {
+        self.input_at = self.limiter.nanos(now);
+    }
+
+    /// Whether a message of `bytes` that arrived with the last input is
+    /// within the limit (and charges it if so).
+    pub(crate) fn admit(&mut self, bytes: usize) -> bool {
+        self.limiter.check_at(self.input_at, bytes)
     }
 }
 
@@ -191,8 +204,15 @@ impl RateLimiter {
     /// limit: if so, it is charged to both buckets; if not, nothing is
     /// charged. A `now` earlier than the last one counts as the last one.
     pub fn check(&mut self, now: Instant, bytes: usize) -> bool {
-        let at =
-            u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX);
+        self.check_at(self.nanos(now), bytes)
+    }
+
+    /// `now` in nanoseconds since the limiter was made.
+    fn nanos(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn check_at(&mut self, at: u64, bytes: usize) -> bool {
         if at > self.last {
             let refill = (at - self.last).saturating_mul(1 << FRAC);
             self.messages.debt = self.messages.debt.saturating_sub(refill);

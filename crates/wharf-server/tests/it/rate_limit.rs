@@ -315,3 +315,62 @@ async fn a_say_flood_costs_the_sender_not_the_readers() {
     );
     eprintln!("flood: {FLOOD} sent in {flood_time:?}, {accepted} accepted, {limited} rate_limited");
 }
+
+/// Whether `python3` can import the `websockets` client, installing it
+/// with pip once if it cannot.
+fn python_websockets() -> bool {
+    let importable = || {
+        std::process::Command::new("python3")
+            .args(["-c", "import websockets.sync.client"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if importable() {
+        return true;
+    }
+    let _ = std::process::Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "websockets>=13"])
+        .status();
+    importable()
+}
+
+/// An independent client, Python's `websockets`, sees the rate limit and
+/// the name rules as the Rust client does.
+#[tokio::test]
+async fn a_python_websockets_client_is_rate_limited_and_refused_invisible_names() {
+    if !python_websockets() {
+        eprintln!(
+            "SKIPPED: python3 cannot import websockets and pip could not install it \
+             (python3 -m pip install websockets)"
+        );
+        return;
+    }
+    // One message a second: the sends, however slow the machine, fall well
+    // inside one refill.
+    let burst = 8;
+    let server = start(limited(1, burst)).await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/chat_limits.py");
+    let port = server.addr.port().to_string();
+    let mut child = std::process::Command::new("python3")
+        .args([script, &port, &burst.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("python client still running after 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "python client failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("6 rate_limited"), "{stdout}");
+}

@@ -587,23 +587,6 @@ mod tests {
     /// for its outcome: `upgrade_*`, `other_*`, `414_*`, `431_*`, `none_*`.
     #[test]
     fn request_head_fuzz_seeds() {
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/request_head");
-        let mut seeds: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-            .map(|entry| entry.expect("directory entry").path())
-            .collect();
-        seeds.sort();
-        assert!(seeds.len() >= 10, "only {} seeds", seeds.len());
-        for path in seeds {
-            let name = path
-                .file_name()
-                .expect("file name")
-                .to_string_lossy()
-                .into_owned();
-            let data = std::fs::read(&path).expect("seed file");
-            let (expected, _) = name.split_once('_').expect("outcome_description");
-            assert_eq!(fuzz_request_head(&data), expected, "seed {name}");
-        }
+        crate::fuzz_seeds::check("request_head", fuzz_request_head);
     }
 }

@@ -6,6 +6,8 @@ mod conn;
 pub mod docs;
 mod error;
 mod forwarded;
+#[cfg(test)]
+mod fuzz_seeds;
 mod head;
 mod hub;
 mod listener;

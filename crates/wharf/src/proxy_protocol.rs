@@ -386,23 +386,6 @@ mod tests {
 
     #[test]
     fn proxy_header_fuzz_seeds() {
-        let dir =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/proxy_header");
-        let mut seeds: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
-            .map(|entry| entry.expect("directory entry").path())
-            .collect();
-        seeds.sort();
-        assert!(seeds.len() >= 10, "only {} seeds", seeds.len());
-        for path in seeds {
-            let name = path
-                .file_name()
-                .expect("file name")
-                .to_string_lossy()
-                .into_owned();
-            let data = std::fs::read(&path).expect("seed file");
-            let (expected, _) = name.split_once('_').expect("outcome_description");
-            assert_eq!(fuzz_proxy_header(&data), expected, "seed {name}");
-        }
+        crate::fuzz_seeds::check("proxy_header", fuzz_proxy_header);
     }
 }

@@ -124,6 +124,11 @@ pub struct Settings {
     #[arg(long, env = "WHARF_DEFLATE", value_enum, value_name = "MODE")]
     pub deflate: Option<DeflateMode>,
 
+    /// Worker threads, one current-thread runtime each (thread per core)
+    /// [default: one per CPU this process may run on]
+    #[arg(long, env = "WHARF_WORKERS", value_name = "N", value_parser = parse_count)]
+    pub workers: Option<usize>,
+
     /// How long a client may take to send its request head [default: 10s]
     #[arg(long, env = "WHARF_HANDSHAKE_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
     pub handshake_timeout: Option<Duration>,
@@ -262,6 +267,9 @@ pub struct Config {
     pub slow_client: SlowClientPolicy,
     /// permessage-deflate.
     pub deflate: DeflateMode,
+    /// Worker threads; zero means one per available CPU (see
+    /// [`Config::worker_count`]).
+    pub workers: usize,
     /// How long a client may take to send its request head.
     pub handshake_timeout: Duration,
     /// How long the close handshake may take.
@@ -305,6 +313,7 @@ impl Default for Config {
             max_backpressure: 1 << 20,
             slow_client: SlowClientPolicy::Close,
             deflate: DeflateMode::Shared,
+            workers: 0,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
@@ -404,6 +413,7 @@ const KEYS: &[&str] = &[
     "max-backpressure",
     "slow-client",
     "deflate",
+    "workers",
     "handshake-timeout",
     "close-timeout",
     "write-timeout",
@@ -596,6 +606,7 @@ impl Config {
                     settings.deflate =
                         Some(string(value, &name, parse_enum::<DeflateMode>).map_err(at)?);
                 }
+                "workers" => settings.workers = Some(count(value).map_err(at)?),
                 "handshake-timeout" => {
                     settings.handshake_timeout = Some(duration(value, parse_timeout).map_err(at)?);
                 }
@@ -652,6 +663,16 @@ impl Config {
         Ok(settings)
     }
 
+    /// The number of worker threads: `workers`, or one per CPU this
+    /// process may run on (its affinity mask and cgroup quota), at most 64.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        }
+        .min(64)
+    }
+
     /// Lays `layer`'s settings over these.
     pub fn apply(&mut self, layer: Settings) {
         let Settings {
@@ -667,6 +688,7 @@ impl Config {
             max_backpressure,
             slow_client,
             deflate,
+            workers,
             handshake_timeout,
             close_timeout,
             write_timeout,
@@ -697,6 +719,7 @@ impl Config {
         set(&mut self.max_backpressure, max_backpressure);
         set(&mut self.slow_client, slow_client);
         set(&mut self.deflate, deflate);
+        set(&mut self.workers, workers);
         set(&mut self.handshake_timeout, handshake_timeout);
         set(&mut self.close_timeout, close_timeout);
         set(&mut self.write_timeout, write_timeout);
@@ -751,6 +774,13 @@ impl Config {
         line("max-backpressure", self.max_backpressure.to_string());
         line("slow-client", quote(&enum_name(self.slow_client)));
         line("deflate", quote(&enum_name(self.deflate)));
+        match self.workers {
+            0 => line(
+                "# workers",
+                format!("N  (none: one per CPU, {} here)", self.worker_count()),
+            ),
+            n => line("workers", n.to_string()),
+        }
         line(
             "handshake-timeout",
             quote(&fmt_duration(self.handshake_timeout)),

@@ -66,7 +66,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .try_init();
-    tokio::runtime::Builder::new_multi_thread()
+    // Worker 0: the acceptor and its share of the connections; the other
+    // workers are started by the server (`Server::workers`).
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the runtime")?
@@ -101,7 +103,7 @@ pub async fn serve(
         ),
         None => None,
     };
-    let server = Server::new();
+    let server = Server::new().workers(config.worker_count());
     let app = Arc::new(App {
         mode: config.mode,
         hub: server.hub(),
@@ -138,6 +140,7 @@ pub async fn serve(
     tracing::info!(
         %addr,
         tls = reloads.is_some(),
+        workers = config.worker_count(),
         mode = %config.mode,
         static_dir = app.statics.as_ref().map(|s| s.root().display().to_string()),
         metrics = if app.metrics { "/metrics" } else { "not on this address" },

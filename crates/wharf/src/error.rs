@@ -11,6 +11,9 @@ pub enum Error {
     /// Binding or configuring the listening socket failed.
     #[error("cannot listen")]
     Listen(#[source] io::Error),
+    /// Starting a worker thread or its runtime failed.
+    #[error("cannot start a worker")]
+    Runtime(#[source] io::Error),
     /// The HTTP connection ended before a `101` upgrade completed.
     #[error("the upgrade did not complete")]
     Upgrade(#[source] hyper::Error),

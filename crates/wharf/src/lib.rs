@@ -18,6 +18,7 @@ mod stats;
 #[cfg(feature = "tls")]
 pub mod tls;
 mod upgrade;
+mod worker;
 
 pub use body::Body;
 pub use conn::{Client, Connection, ReadyState, SlowClient};

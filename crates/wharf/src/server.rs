@@ -18,7 +18,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -47,6 +47,7 @@ use crate::stats::{Counters, Stats};
 use crate::upgrade::{
     PendingConnection, Refuse, Upgrade, add_headers, is_addable, validate, validate_parts,
 };
+use crate::worker::Workers;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type RequestHandler = Arc<dyn Fn(Request<Incoming>) -> BoxFuture<Response<Body>> + Send + Sync>;
@@ -56,8 +57,6 @@ type ConnectionHandler = Arc<dyn Fn(Connection) -> BoxFuture<()> + Send + Sync>;
 /// Held by every connection still in its HTTP phase (see
 /// [`Server::serve_with_shutdown`]); never sent on.
 type InFlight = mpsc::Sender<Infallible>;
-
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A WebSocket server, configured by its builder methods and started with
 /// [`Server::listen`], [`Server::serve`] or [`Server::serve_with_shutdown`].
@@ -152,6 +151,27 @@ impl Server {
     /// slow clients), for a metrics endpoint.
     pub fn stats(&self) -> Stats {
         self.settings.stats.clone()
+    }
+
+    /// Serves on `n` worker threads (thread per core; 1 to 64, default 1):
+    /// the runtime that runs [`Server::serve`] and `n - 1` threads of its
+    /// own, each a tokio current-thread runtime. Accepted connections go to
+    /// the workers in turn and stay on theirs; the hub keeps a shard per
+    /// worker, and a broadcast crosses to another worker once, not once per
+    /// receiver. `1` serves on the caller's runtime alone, whatever its
+    /// kind. See `ARCHITECTURE.md` for what was measured.
+    ///
+    /// # Panics
+    /// If the hub was already handed out ([`Server::hub`]): the hub is built
+    /// for the number of workers, so call this first.
+    #[must_use]
+    pub fn workers(mut self, n: usize) -> Self {
+        assert!(
+            !self.settings.hub.is_shared(),
+            "Server::workers must be called before Server::hub (the hub has a shard per worker)"
+        );
+        Arc::make_mut(&mut self.settings).hub = Hub::with_shards(n);
+        self
     }
 
     /// Frame, message and fragment limits for incoming data.
@@ -441,6 +461,7 @@ impl Server {
         mut listener: L,
         signal: impl Future<Output = ()> + Send,
     ) -> Result<(), Error> {
+        let workers = Workers::start(&self.settings.hub)?;
         let server = Arc::new(self);
         let (stop_tx, stop_rx) = watch::channel(false);
         // Every connection still in its HTTP phase holds a sender: the
@@ -458,7 +479,7 @@ impl Server {
                         let (handshake, _) = server.settings.caps.handshake();
                         let server = server.clone();
                         let stop = stop_rx.clone();
-                        tokio::spawn(Lifecycle::<Stream<L::Io>>::Opening(Box::pin(
+                        workers.spawn(Lifecycle::<Stream<L::Io>>::Opening(Box::pin(
                             server.serve_http(stream, peer, stop, in_flight.clone(), handshake),
                         )));
                     }
@@ -1129,7 +1150,7 @@ fn open(
         socket.filter(|s| *s != peer),
         counted,
     );
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let id = settings.hub.next_id(settings.hub.current_shard());
     let shared = Arc::new(Shared::new(proto, id, info, settings.clone()));
     let client = Client::new(shared.clone());
     settings.hub.insert(client);

@@ -8,6 +8,7 @@
 //! (see [`crate::docs::limits`]).
 
 pub(crate) mod task;
+pub(crate) mod wheel;
 
 use std::fmt;
 use std::future::poll_fn;
@@ -337,6 +338,11 @@ impl Shared {
         self.info.deflate()
     }
 
+    /// The coarse timer of this connection's worker.
+    pub(crate) fn wheel(&self) -> &Arc<wheel::Wheel> {
+        self.settings.hub.wheel(self.id)
+    }
+
     pub(crate) fn stats(&self) -> &Counters {
         self.settings.stats.counters()
     }
@@ -479,7 +485,8 @@ impl Client {
         &self.shared
     }
 
-    /// A process-wide unique id, assigned in accept order.
+    /// An id unique within its server (its hub), increasing in the order
+    /// connections open on a worker (1, 2, 3... with one worker).
     pub fn id(&self) -> u64 {
         self.shared.id
     }

@@ -39,7 +39,7 @@ use wharf_proto::{
     CloseCode, DeflateConfig, Expired, Limits, ProtocolError, RateLimit, Timeouts, Transmit,
 };
 
-use super::{End, Shared, SlowClient};
+use super::{End, Shared, SlowClient, wheel};
 use crate::caps::Caps;
 use crate::error::Disconnect;
 use crate::hub::Hub;
@@ -352,9 +352,19 @@ pub(crate) struct Driver<S> {
     frame_rest: u32,
     /// Frames the socket did not take: `Some` only while it is full.
     unwritten: Option<Box<Unwritten>>,
-    /// Sleeps until the core's next deadline (or earlier: it is moved
-    /// only to an earlier instant, and re-armed when it fires).
+    /// Sleeps until the core's next deadline when it is near (or earlier:
+    /// it is moved only to an earlier instant).
     timer: Option<Pin<Box<Sleep>>>,
+    /// The connection's slot on its worker's wheel, or `wheel::NONE`.
+    wheel_key: u32,
+    /// The tick its slot is armed for, or `wheel::NONE`.
+    wheel_tick: u32,
+}
+
+impl<S> Drop for Driver<S> {
+    fn drop(&mut self) {
+        self.shared.wheel().release(self.wheel_key);
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
@@ -369,6 +379,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             frame_rest: 0,
             unwritten: None,
             timer: None,
+            wheel_key: wheel::NONE,
+            wheel_tick: wheel::NONE,
         };
         if !driver.read_buf.is_empty() {
             driver.process(None, None);
@@ -440,14 +452,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         ended
     }
 
-    /// Sleeps until `deadline`; when the timer fires, hands the core the
-    /// time. Returns whether it fired (the core may have queued a ping or
-    /// ended the connection).
+    /// Waits for `deadline`: on the worker's wheel when it is far (see
+    /// `wheel`), else on a timer of the connection's own. When it passes,
+    /// hands the core the time. Returns whether it did (the core may have
+    /// queued a ping or ended the connection).
     fn poll_timer(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> bool {
-        let Some(at) = deadline.map(tokio::time::Instant::from_std) else {
+        let Some(at) = deadline else {
             self.timer = None;
+            self.disarm();
             return false;
         };
+        if self.timer.is_none() {
+            let wheel = self.shared.wheel();
+            let tick = wheel.tick_of(at);
+            if self.wheel_tick != wheel::NONE && tick >= self.wheel_tick {
+                // Armed no later than the deadline: nothing to do until
+                // that tick has passed.
+                if !wheel.passed(self.wheel_tick) {
+                    return false;
+                }
+            }
+            let now = Instant::now();
+            if at <= now {
+                self.disarm();
+                return self.fire(now);
+            }
+            if at - now >= wheel::COARSE {
+                wheel.arm(&mut self.wheel_key, tick, &self.shared);
+                self.wheel_tick = tick;
+                return false;
+            }
+            self.disarm();
+        }
+        let at = tokio::time::Instant::from_std(at);
         let timer = self
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
@@ -457,16 +494,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
         if timer.as_mut().poll(cx).is_pending() {
             return false;
         }
-        let now = Instant::now();
-        let mut inner = self.shared.lock();
-        inner.proto.handle_timeout(now);
-        let next = inner.proto.poll_timeout();
-        drop(inner);
-        match next {
-            Some(next) => timer.as_mut().reset(tokio::time::Instant::from_std(next)),
-            None => self.timer = None,
-        }
+        self.timer = None;
+        self.fire(Instant::now())
+    }
+
+    /// Hands the core the time at a deadline.
+    fn fire(&mut self, now: Instant) -> bool {
+        self.shared.lock().proto.handle_timeout(now);
         true
+    }
+
+    /// Takes the connection's deadline off the wheel.
+    fn disarm(&mut self) {
+        if self.wheel_tick != wheel::NONE {
+            self.shared.wheel().disarm(self.wheel_key);
+            self.wheel_tick = wheel::NONE;
+        }
     }
 
     /// Reads once and feeds the core: `Ready(Some(bytes read))`, or

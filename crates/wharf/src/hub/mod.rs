@@ -1,39 +1,98 @@
 //! The hub: every open connection of a server (the seed's `server.clients`),
-//! rooms, and encode-once broadcast.
+//! rooms, and encode-once broadcast, sharded by worker.
 //!
 //! A broadcast or publish encodes its frame once; every receiver's queue gets
 //! a clone of the same `Transmit`, whose payload is a reference-counted
 //! `Bytes`: no per-receiver copy. With permessage-deflate it also compresses
-//! once for all receivers without server context takeover (see `deliver`). Pushing never waits, so a slow receiver
-//! cannot slow the others; it meets its own `max_backpressure` instead.
-//! Messages from one sender reach each receiver in the order they were sent.
+//! once for all receivers without server context takeover (`Frames`).
+//! Pushing never waits, so a slow receiver cannot slow the others; it meets
+//! its own `max_backpressure` instead.
 //!
-//! Lock order: the client table, then the room table, then a connection's
-//! own lock. Nothing here is held across an `.await`.
+//! **Shards.** A server with N workers ([`crate::Server::workers`]) has N
+//! shards, one per worker thread, each with its own connections and room
+//! members behind its own locks; a connection's id says its shard. A room's
+//! entry in the directory (striped by name, so that no lock is global) counts
+//! its members on each shard. A publish on a worker thread delivers to its
+//! own shard's members at once, and hands one `Fanout` (the same frames) to
+//! the inbox of every other shard with members; that worker delivers it to
+//! its members. Called from any other thread, a publish delivers to every
+//! shard itself. Either way the messages of one sender reach each receiver
+//! in the order they were sent, exactly once.
+//!
+//! Lock order: a shard's client table, then its room table, then a
+//! directory stripe, then a connection's own lock. Nothing here is held
+//! across an `.await`.
+
+mod fanout;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::Notify;
-use wharf_proto::{CloseCode, Message, Transmit};
+use wharf_proto::{CloseCode, Message};
 
+use self::fanout::{Fanout, Frames, Inbox};
 use crate::conn::Client;
+use crate::conn::wheel::Wheel;
+
+/// The most workers (shards) a hub has: a room's shards fit in a `u64`.
+pub(crate) const MAX_SHARDS: usize = 64;
+/// Directory stripes: publishes to different rooms rarely share a lock.
+const STRIPES: usize = 64;
 
 /// The registry of a server's open connections and its rooms. Cheap to
 /// clone; every clone is the same hub.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Hub {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
+impl Default for Hub {
+    fn default() -> Self {
+        Self::with_shards(1)
+    }
+}
+
 struct Inner {
-    clients: RwLock<HashMap<u64, Entry>>,
-    rooms: RwLock<HashMap<String, HashMap<u64, Client>>>,
+    shards: Box<[Shard]>,
+    /// Rooms by name, striped: each room's member count on every shard.
+    directory: Box<[Stripe]>,
+    hasher: RandomState,
+    /// Open connections, on all shards.
+    len: AtomicUsize,
+    /// Fan-outs dropped because a worker's inbox was full.
+    dropped: AtomicU64,
     emptied: Notify,
     closing: AtomicBool,
+}
+
+/// One worker's share of the hub.
+#[derive(Default)]
+struct Shard {
+    /// Ids handed out on this shard: `seq * shards + index + 1`.
+    next: AtomicU64,
+    clients: Mutex<HashMap<u64, Entry>>,
+    rooms: Mutex<HashMap<Box<str>, HashMap<u64, Client>>>,
+    inbox: Inbox,
+    /// The coarse timer of the shard's connections.
+    wheel: Arc<Wheel>,
+}
+
+/// One stripe of the room directory.
+type Stripe = RwLock<HashMap<Box<str>, Room>>;
+
+/// A room in the directory: its members on each shard.
+struct Room {
+    members: Box<[u32]>,
+}
+
+impl Room {
+    fn total(&self) -> usize {
+        self.members.iter().map(|&n| n as usize).sum()
+    }
 }
 
 struct Entry {
@@ -58,15 +117,100 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(|e| e.into_inner())
 }
 
+fn lock<T>(lock: &Mutex<T>) -> MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+thread_local! {
+    /// The hub and shard this thread is the worker of: (hub address, index).
+    static WORKER: std::cell::Cell<(usize, usize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
 impl Hub {
     /// An empty hub.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// An empty hub with `shards` shards (1 to 64), one per worker.
+    pub(crate) fn with_shards(shards: usize) -> Self {
+        let shards = shards.clamp(1, MAX_SHARDS);
+        Self {
+            inner: Arc::new(Inner {
+                shards: (0..shards).map(|_| Shard::default()).collect(),
+                directory: (0..STRIPES).map(|_| RwLock::default()).collect(),
+                hasher: RandomState::new(),
+                len: AtomicUsize::new(0),
+                dropped: AtomicU64::new(0),
+                emptied: Notify::new(),
+                closing: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// The number of shards (workers).
+    pub(crate) fn shards(&self) -> usize {
+        self.inner.shards.len()
+    }
+
+    /// Whether this hub is shared (a clone exists beside this one).
+    pub(crate) fn is_shared(&self) -> bool {
+        Arc::strong_count(&self.inner) > 1
+    }
+
+    /// Marks this thread as the worker of shard `index`.
+    pub(crate) fn enter_worker(&self, index: usize) {
+        WORKER.set((Arc::as_ptr(&self.inner).addr(), index));
+    }
+
+    /// The shard this thread is the worker of, if any. With one shard every
+    /// thread delivers to it directly.
+    fn here(&self) -> Option<usize> {
+        if self.inner.shards.len() == 1 {
+            return None;
+        }
+        let (hub, index) = WORKER.get();
+        (hub == Arc::as_ptr(&self.inner).addr()).then_some(index)
+    }
+
+    /// The shard this thread's new connections belong to.
+    pub(crate) fn current_shard(&self) -> usize {
+        self.here().unwrap_or(0)
+    }
+
+    /// A new connection id on `shard`: unique within this hub, increasing
+    /// in the order connections open on the shard.
+    pub(crate) fn next_id(&self, shard: usize) -> u64 {
+        let n = self.inner.shards.len() as u64;
+        let seq = self.inner.shards[shard]
+            .next
+            .fetch_add(1, Ordering::Relaxed);
+        seq * n + shard as u64 + 1
+    }
+
+    /// The coarse timer of connection `id`'s shard.
+    pub(crate) fn wheel(&self, id: u64) -> &Arc<Wheel> {
+        &self.shard_of(id).wheel
+    }
+
+    fn shard_of(&self, id: u64) -> &Shard {
+        let n = self.inner.shards.len() as u64;
+        &self.inner.shards[(id.wrapping_sub(1) % n) as usize]
+    }
+
+    fn stripe(&self, room: &str) -> &Stripe {
+        let hash = self.inner.hasher.hash_one(room);
+        &self.inner.directory[(hash as usize) % STRIPES]
+    }
+
+    /// Fan-outs dropped because a worker's inbox was full.
+    pub fn fanouts_dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
     /// The number of open connections.
     pub fn len(&self) -> usize {
-        read(&self.inner.clients).len()
+        self.inner.len.load(Ordering::SeqCst)
     }
 
     /// Whether no connection is open.
@@ -76,48 +220,52 @@ impl Hub {
 
     /// A snapshot of the open connections, in no particular order.
     pub fn clients(&self) -> Vec<Client> {
-        read(&self.inner.clients)
-            .values()
-            .map(|e| e.client.clone())
-            .collect()
+        let mut all = Vec::with_capacity(self.len());
+        for shard in &self.inner.shards {
+            all.extend(lock(&shard.clients).values().map(|e| e.client.clone()));
+        }
+        all
     }
 
     /// The connection with this id, if it is open.
     pub fn get(&self, id: u64) -> Option<Client> {
-        read(&self.inner.clients).get(&id).map(|e| e.client.clone())
+        lock(&self.shard_of(id).clients)
+            .get(&id)
+            .map(|e| e.client.clone())
     }
 
-    /// Sends to every open connection; returns how many queued it.
+    /// Sends to every open connection; returns how many queued it (or, on
+    /// another worker, were handed it).
     pub fn broadcast(&self, message: impl Into<Message>) -> usize {
-        self.broadcast_inner(message.into(), None)
+        self.fan_out(None, message.into(), None)
     }
 
     /// Sends to every open connection but `except` (usually the sender).
     pub fn broadcast_except(&self, except: u64, message: impl Into<Message>) -> usize {
-        self.broadcast_inner(message.into(), Some(except))
-    }
-
-    fn broadcast_inner(&self, message: Message, except: Option<u64>) -> usize {
-        let clients = read(&self.inner.clients);
-        let receivers = clients
-            .iter()
-            .filter(|&(id, _)| Some(*id) != except)
-            .map(|(_, e)| &e.client);
-        deliver(receivers, message)
+        self.fan_out(None, message.into(), Some(except))
     }
 
     /// Adds connection `id` to `room` (created on first join). Returns
     /// whether it was added: `false` if it was already there or is not open.
     pub fn join(&self, room: &str, id: u64) -> bool {
-        let mut clients = write(&self.inner.clients);
+        let index = self.shard_index(id);
+        let shard = &self.inner.shards[index];
+        let mut clients = lock(&shard.clients);
         let Some(entry) = clients.get_mut(&id) else {
             return false;
         };
-        let mut rooms = write(&self.inner.rooms);
-        let members = rooms.entry(room.to_owned()).or_default();
+        let mut rooms = lock(&shard.rooms);
+        let members = rooms.entry(room.into()).or_default();
         if members.insert(id, entry.client.clone()).is_some() {
             return false;
         }
+        let mut directory = write(self.stripe(room));
+        let n = self.inner.shards.len();
+        let dir = directory.entry(room.into()).or_insert_with(|| Room {
+            members: vec![0; n].into(),
+        });
+        dir.members[index] += 1;
+        drop(directory);
         entry.rooms.get_or_insert_default().push(room.to_owned());
         true
     }
@@ -125,57 +273,113 @@ impl Hub {
     /// Removes connection `id` from `room` (dropped once empty). Returns
     /// whether it was a member.
     pub fn leave(&self, room: &str, id: u64) -> bool {
-        let mut clients = write(&self.inner.clients);
+        let index = self.shard_index(id);
+        let shard = &self.inner.shards[index];
+        let mut clients = lock(&shard.clients);
         if let Some(rooms) = clients.get_mut(&id).and_then(|e| e.rooms.as_mut()) {
             rooms.retain(|r| r != room);
         }
-        let mut rooms = write(&self.inner.rooms);
-        remove_member(&mut rooms, room, id)
+        let mut rooms = lock(&shard.rooms);
+        self.remove_member(&mut rooms, index, room, id)
     }
 
-    /// Sends to every member of `room`; returns how many queued it.
+    /// Sends to every member of `room`; returns how many queued it (or, on
+    /// another worker, were handed it).
     pub fn publish(&self, room: &str, message: impl Into<Message>) -> usize {
-        self.publish_inner(room, message.into(), None)
+        self.fan_out(Some(room), message.into(), None)
     }
 
     /// Sends to every member of `room` but `except`.
     pub fn publish_except(&self, room: &str, except: u64, message: impl Into<Message>) -> usize {
-        self.publish_inner(room, message.into(), Some(except))
+        self.fan_out(Some(room), message.into(), Some(except))
     }
 
-    fn publish_inner(&self, room: &str, message: Message, except: Option<u64>) -> usize {
-        let rooms = read(&self.inner.rooms);
-        let Some(members) = rooms.get(room) else {
-            return 0;
+    /// Delivers on this thread's shard (or on every shard, from a thread
+    /// that is no worker of this hub) and hands the message to the other
+    /// shards that have receivers: the same frames, encoded once.
+    fn fan_out(&self, room: Option<&str>, message: Message, except: Option<u64>) -> usize {
+        let Some(here) = self.here() else {
+            let frames = Frames::new(message);
+            return self
+                .inner
+                .shards
+                .iter()
+                .map(|shard| shard.deliver(room, &frames, except))
+                .sum();
         };
-        let receivers = members
-            .iter()
-            .filter(|&(id, _)| Some(*id) != except)
-            .map(|(_, c)| c);
-        deliver(receivers, message)
+        // Receivers per shard, from the directory (a room) or the tables.
+        let mut counts = [0u32; MAX_SHARDS];
+        match room {
+            Some(room) => match read(self.stripe(room)).get(room) {
+                Some(dir) => counts[..dir.members.len()].copy_from_slice(&dir.members),
+                None => return 0,
+            },
+            None => {
+                for (count, shard) in counts.iter_mut().zip(self.inner.shards.iter()) {
+                    *count = u32::try_from(lock(&shard.clients).len()).unwrap_or(u32::MAX);
+                }
+            }
+        }
+        let job = Arc::new(Fanout {
+            frames: Frames::new(message),
+            room: room.map(Into::into),
+            except,
+        });
+        let mut reached = 0;
+        for (index, shard) in self.inner.shards.iter().enumerate() {
+            if counts[index] == 0 {
+                continue;
+            }
+            if index == here {
+                reached += shard.deliver(room, &job.frames, except);
+            } else if shard.inbox.push(job.clone()) {
+                reached += counts[index] as usize;
+            } else {
+                self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        reached
+    }
+
+    /// Delivers what other workers handed shard `index`, as they arrive;
+    /// runs on that shard's worker for as long as it serves.
+    pub(crate) async fn run_inbox(self, index: usize) {
+        let shard = &self.inner.shards[index];
+        loop {
+            for job in shard.inbox.take().await {
+                shard.deliver(job.room.as_deref(), &job.frames, job.except);
+            }
+        }
     }
 
     /// The ids of `room`'s members.
     pub fn members(&self, room: &str) -> Vec<u64> {
-        read(&self.inner.rooms)
-            .get(room)
-            .map(|m| m.keys().copied().collect())
-            .unwrap_or_default()
+        let mut ids = Vec::new();
+        for shard in &self.inner.shards {
+            if let Some(m) = lock(&shard.rooms).get(room) {
+                ids.extend(m.keys().copied());
+            }
+        }
+        ids
     }
 
     /// The number of members of `room`.
     pub fn room_len(&self, room: &str) -> usize {
-        read(&self.inner.rooms).get(room).map_or(0, HashMap::len)
+        read(self.stripe(room)).get(room).map_or(0, Room::total)
     }
 
     /// The names of the rooms that have members.
     pub fn rooms(&self) -> Vec<String> {
-        read(&self.inner.rooms).keys().cloned().collect()
+        let mut names = Vec::new();
+        for stripe in &self.inner.directory {
+            names.extend(read(stripe).keys().map(|k| k.to_string()));
+        }
+        names
     }
 
     /// The rooms connection `id` is in.
     pub fn rooms_of(&self, id: u64) -> Vec<String> {
-        read(&self.inner.clients)
+        lock(&self.shard_of(id).clients)
             .get(&id)
             .and_then(|e| e.rooms.as_deref().cloned())
             .unwrap_or_default()
@@ -216,8 +420,9 @@ impl Hub {
             rooms: None,
         };
         let closing = {
-            let mut clients = write(&self.inner.clients);
+            let mut clients = lock(&self.shard_of(client.id()).clients);
             clients.insert(client.id(), entry);
+            self.inner.len.fetch_add(1, Ordering::SeqCst);
             self.inner.closing.load(Ordering::SeqCst)
         };
         if closing {
@@ -226,67 +431,92 @@ impl Hub {
     }
 
     pub(crate) fn remove(&self, id: u64) {
-        let mut clients = write(&self.inner.clients);
-        if let Some(entry) = clients.remove(&id) {
-            let mut rooms = write(&self.inner.rooms);
-            for room in entry.rooms.iter().flat_map(|r| r.iter()) {
-                remove_member(&mut rooms, room, id);
+        let index = self.shard_index(id);
+        let shard = &self.inner.shards[index];
+        let mut clients = lock(&shard.clients);
+        let Some(entry) = clients.remove(&id) else {
+            return;
+        };
+        if let Some(joined) = &entry.rooms {
+            let mut rooms = lock(&shard.rooms);
+            for room in joined.iter() {
+                self.remove_member(&mut rooms, index, room, id);
             }
         }
-        if clients.is_empty() {
+        drop(clients);
+        if self.inner.len.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.inner.emptied.notify_waiters();
         }
     }
-}
 
-/// Queues `message` for every receiver, encoding it once: one plain frame
-/// for connections without compression, one compressed frame per distinct
-/// set of deflate parameters for connections whose compressor keeps no
-/// context, and a per-connection compression only for connections with
-/// server context takeover. Returns how many receivers queued it.
-fn deliver<'a>(receivers: impl Iterator<Item = &'a Client>, message: Message) -> usize {
-    let plain = Transmit::message(message.clone());
-    let mut deflated: Vec<((u8, u32, usize), Option<Transmit>)> = Vec::new();
-    let mut queued = 0;
-    for client in receivers {
-        let shared = client.shared();
-        let sent = match shared.deflate() {
-            None => shared.send_encoded(plain.clone()),
-            Some(p) if p.shareable() => {
-                let key = (p.server_max_window_bits, p.level, p.threshold);
-                let frame = match deflated.iter().find(|(k, _)| *k == key) {
-                    Some((_, frame)) => frame.clone(),
-                    None => {
-                        let frame = Transmit::deflated(&message, p);
-                        deflated.push((key, frame.clone()));
-                        frame
-                    }
-                };
-                shared.send_encoded(frame.unwrap_or_else(|| plain.clone()))
-            }
-            Some(_) => client.send(message.clone()),
+    fn shard_index(&self, id: u64) -> usize {
+        (id.wrapping_sub(1) % self.inner.shards.len() as u64) as usize
+    }
+
+    /// Removes `id` from shard `index`'s members of `room` (held: `rooms`),
+    /// and the room from the directory once it has no member anywhere.
+    fn remove_member(
+        &self,
+        rooms: &mut HashMap<Box<str>, HashMap<u64, Client>>,
+        index: usize,
+        room: &str,
+        id: u64,
+    ) -> bool {
+        let Some(members) = rooms.get_mut(room) else {
+            return false;
         };
-        queued += usize::from(sent.is_ok());
+        if members.remove(&id).is_none() {
+            return false;
+        }
+        if members.is_empty() {
+            rooms.remove(room);
+        }
+        let mut directory = write(self.stripe(room));
+        if let Some(dir) = directory.get_mut(room) {
+            dir.members[index] = dir.members[index].saturating_sub(1);
+            if dir.total() == 0 {
+                directory.remove(room);
+            }
+        }
+        true
     }
-    queued
 }
 
-fn remove_member(rooms: &mut HashMap<String, HashMap<u64, Client>>, room: &str, id: u64) -> bool {
-    let Some(members) = rooms.get_mut(room) else {
-        return false;
-    };
-    let removed = members.remove(&id).is_some();
-    if members.is_empty() {
-        rooms.remove(room);
+impl Shard {
+    /// Delivers `frames` to this shard's receivers: the members of `room`,
+    /// or every connection. Returns how many queued it.
+    fn deliver(&self, room: Option<&str>, frames: &Frames, except: Option<u64>) -> usize {
+        match room {
+            Some(room) => {
+                let rooms = lock(&self.rooms);
+                let Some(members) = rooms.get(room) else {
+                    return 0;
+                };
+                frames.deliver(
+                    members
+                        .iter()
+                        .filter(|&(id, _)| Some(*id) != except)
+                        .map(|(_, c)| c),
+                )
+            }
+            None => {
+                let clients = lock(&self.clients);
+                frames.deliver(
+                    clients
+                        .iter()
+                        .filter(|&(id, _)| Some(*id) != except)
+                        .map(|(_, e)| &e.client),
+                )
+            }
+        }
     }
-    removed
 }
 
 impl fmt::Debug for Hub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Hub")
             .field("clients", &self.len())
-            .field("rooms", &read(&self.inner.rooms).len())
+            .field("shards", &self.inner.shards.len())
             .finish()
     }
 }

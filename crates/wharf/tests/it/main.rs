@@ -26,3 +26,4 @@ mod unix;
 mod upgrade;
 mod upgrade_hook;
 mod util;
+mod workers;

@@ -283,10 +283,7 @@ fn configure(server: Server, config: &Config, app: Arc<App>) -> Server {
             let app = requests.clone();
             async move { app.route(req).await }
         })
-        .on_connection(move |conn| {
-            let app = app.clone();
-            async move { app.connection(conn).await }
-        })
+        .on_connection(move |conn| app.clone().connection(conn))
 }
 
 impl App {
@@ -346,19 +343,23 @@ impl App {
     }
 
     /// Runs one WebSocket connection in the configured mode, logging its
-    /// open and its close.
-    async fn connection(&self, mut conn: Connection) {
-        let client = conn.client().clone();
+    /// open and its close (at debug level: `/metrics` counts them). Its
+    /// future is what every open connection holds: the chat's larger one is
+    /// boxed, so the echo and broadcast modes stay small.
+    async fn connection(self: Arc<Self>, mut conn: Connection) {
         let started = Instant::now();
-        tracing::info!(
-            id = client.id(),
-            peer = %client.peer_addr(),
-            path = client.path(),
-            protocol = client.protocol().unwrap_or("-"),
+        let client = conn.client().clone();
+        tracing::debug!(
+            id = conn.id(),
+            peer = %conn.peer_addr(),
+            path = conn.path(),
+            protocol = conn.protocol().unwrap_or("-"),
             "connection open"
         );
         match self.mode {
-            Mode::Chat => chat::serve(conn, self.hub.clone(), &self.rate_limit_reason).await,
+            Mode::Chat => {
+                Box::pin(chat::serve(conn, self.hub.clone(), &self.rate_limit_reason)).await;
+            }
             Mode::Broadcast => {
                 while let Some(msg) = conn.recv().await {
                     self.hub.broadcast(msg);
@@ -373,16 +374,18 @@ impl App {
                 }
             }
         }
-        let (code, reason) = close_code(&client);
-        tracing::info!(
-            id = client.id(),
-            peer = %client.peer_addr(),
-            duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            code,
-            reason,
-            why = ?client.disconnect(),
-            "connection closed"
-        );
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let (code, reason) = close_code(&client);
+            tracing::debug!(
+                id = client.id(),
+                peer = %client.peer_addr(),
+                duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                code,
+                reason,
+                why = ?client.disconnect(),
+                "connection closed"
+            );
+        }
     }
 }
 
@@ -469,6 +472,29 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn future_size<Fut>(_: impl Fn(Connection) -> Fut) -> usize {
+        size_of::<Fut>()
+    }
+
+    /// Every open connection holds its handler's future: in echo and
+    /// broadcast mode a small one (the chat's is boxed on its own).
+    #[test]
+    fn the_connection_handler_stays_small() {
+        let app = Arc::new(App {
+            mode: Mode::Echo,
+            hub: Hub::new(),
+            stats: Stats::default(),
+            statics: None,
+            metrics: false,
+            rate_limit_reason: String::new(),
+        });
+        let size = future_size(move |c| app.clone().connection(c));
+        assert!(
+            size <= 128,
+            "the connection handler's future grew to {size} bytes"
+        );
+    }
 
     #[test]
     fn log_limit_allows_one_line_a_second_and_counts_the_rest() {

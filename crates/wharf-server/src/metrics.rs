@@ -24,6 +24,12 @@ pub(crate) fn render(s: &Snapshot, hub: &Hub) -> String {
         hub.len() as u64,
     );
     metric(
+        "wharf_fanouts_dropped_total",
+        "counter",
+        "Broadcasts one worker could not hand another (its inbox held 64 MiB).",
+        hub.fanouts_dropped(),
+    );
+    metric(
         "wharf_connections_total",
         "counter",
         "WebSocket connections accepted since start.",

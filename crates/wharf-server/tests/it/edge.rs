@@ -233,7 +233,8 @@ async fn wharf(dir: &Path, args: &[&str], nofile: Option<u32>) -> (Proc, SocketA
         "--mode",
         "echo",
         "--log-level",
-        "info",
+        // Connections are logged at debug level.
+        "info,wharf_server=debug",
     ])
     .args(args);
     for (k, _) in std::env::vars_os() {

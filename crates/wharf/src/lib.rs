@@ -13,12 +13,12 @@ mod hub;
 mod listener;
 mod policy;
 mod proxy_protocol;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod server;
 mod stats;
 #[cfg(feature = "tls")]
 pub mod tls;
-#[cfg(feature = "redis")]
-pub mod redis;
 
 /// Scale-out: the seam between a [`Hub`] and a message bus shared by many
 /// nodes, and what crosses it. The Redis implementation is

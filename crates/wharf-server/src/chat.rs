@@ -236,7 +236,10 @@ pub(crate) async fn serve(mut conn: Connection, hub: Hub, rate_limit_reason: &st
             continue;
         }
         let outcome = match msg.as_text() {
-            Some(text) => parse(text).and_then(|cmd| session.apply(cmd, &conn, &hub)),
+            Some(text) => match parse(text) {
+                Ok(cmd) => session.apply(cmd, &conn, &hub).await,
+                Err(refusal) => Err(refusal),
+            },
             None => Err(refuse(
                 "bad_message",
                 "binary messages are not part of wharf.chat.v1; send JSON text",
@@ -247,11 +250,13 @@ pub(crate) async fn serve(mut conn: Connection, hub: Hub, rate_limit_reason: &st
             let _ = conn.send(Out::Error { code, reason }.encode());
         }
     }
-    session.leave(&conn, &hub, false);
+    session.leave(&conn, &hub, false).await;
 }
 
 impl Session {
-    fn apply(&mut self, cmd: Command, conn: &Connection, hub: &Hub) -> Result<(), Refusal> {
+    /// Carries out `cmd`. `online` counts are cluster-wide when the hub
+    /// has a backplane ([`Hub::online`]).
+    async fn apply(&mut self, cmd: Command, conn: &Connection, hub: &Hub) -> Result<(), Refusal> {
         match cmd {
             Command::Join { room, name } => {
                 if matches!(&self.room, Some((r, n)) if *r == room && *n == name) {
@@ -261,14 +266,14 @@ impl Session {
                         room: &room,
                         id: self.id,
                         name: &name,
-                        online: hub.room_len(&room),
+                        online: hub.online(&room).await,
                     };
                     let _ = conn.send(again.encode());
                     return Ok(());
                 }
-                self.leave(conn, hub, true);
+                self.leave(conn, hub, true).await;
                 conn.join(&room);
-                let online = hub.room_len(&room);
+                let online = hub.online(&room).await;
                 hub.publish(
                     &room,
                     Out::Joined {
@@ -303,7 +308,7 @@ impl Session {
                 if self.room.is_none() {
                     return Err(refuse("not_joined", "not in a room"));
                 }
-                self.leave(conn, hub, true);
+                self.leave(conn, hub, true).await;
                 Ok(())
             }
         }
@@ -311,12 +316,12 @@ impl Session {
 
     /// Leaves the current room, if any, telling its members (and, if
     /// `tell_self`, this connection) with a `left` message.
-    fn leave(&mut self, conn: &Connection, hub: &Hub, tell_self: bool) {
+    async fn leave(&mut self, conn: &Connection, hub: &Hub, tell_self: bool) {
         let Some((room, name)) = self.room.take() else {
             return;
         };
         conn.leave(&room);
-        let online = hub.room_len(&room);
+        let online = hub.online(&room).await;
         let msg = Out::Left {
             room: &room,
             id: self.id,

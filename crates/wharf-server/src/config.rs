@@ -92,6 +92,12 @@ pub struct Settings {
     #[arg(long = "static", env = "WHARF_STATIC", value_name = "DIR")]
     pub static_dir: Option<PathBuf>,
 
+    /// Share rooms, broadcasts and presence with the other nodes on this
+    /// Redis (redis://host:port/db; rediss:// for TLS) [default: none:
+    /// this node alone]
+    #[arg(long, env = "WHARF_REDIS", value_name = "URL", value_parser = parse_redis)]
+    pub redis: Option<String>,
+
     /// The largest WebSocket message accepted; a bigger one closes the
     /// connection with 1009 [default: 64KiB in chat mode, else 1MiB]
     #[arg(long, env = "WHARF_MAX_MESSAGE_SIZE", value_name = "SIZE", value_parser = parse_size)]
@@ -255,6 +261,8 @@ pub struct Config {
     pub mode: Mode,
     /// The directory served for plain HTTP requests, if any.
     pub static_dir: Option<PathBuf>,
+    /// The Redis that nodes share rooms through, if any.
+    pub redis: Option<String>,
     /// The largest message accepted, in bytes.
     pub max_message_size: usize,
     /// The largest frame accepted, in bytes.
@@ -307,6 +315,7 @@ impl Default for Config {
             metrics_listen: None,
             mode: Mode::Chat,
             static_dir: None,
+            redis: None,
             max_message_size: CHAT_MAX_MESSAGE,
             max_frame_size: CHAT_MAX_MESSAGE,
             max_fragments: 4096,
@@ -407,6 +416,7 @@ const KEYS: &[&str] = &[
     "metrics-listen",
     "mode",
     "static",
+    "redis",
     "max-message-size",
     "max-frame-size",
     "max-fragments",
@@ -594,6 +604,7 @@ impl Config {
                     let base = path.parent().unwrap_or_else(|| Path::new(""));
                     settings.static_dir = Some(base.join(dir));
                 }
+                "redis" => settings.redis = Some(string(value, &name, parse_redis).map_err(at)?),
                 "max-message-size" => settings.max_message_size = Some(size(value).map_err(at)?),
                 "max-frame-size" => settings.max_frame_size = Some(size(value).map_err(at)?),
                 "max-fragments" => settings.max_fragments = Some(count(value).map_err(at)?),
@@ -682,6 +693,7 @@ impl Config {
             metrics_listen,
             mode,
             static_dir,
+            redis,
             max_message_size,
             max_frame_size,
             max_fragments,
@@ -712,6 +724,9 @@ impl Config {
         set(&mut self.mode, mode);
         if static_dir.is_some() {
             self.static_dir = static_dir;
+        }
+        if redis.is_some() {
+            self.redis = redis;
         }
         set(&mut self.max_message_size, max_message_size);
         set(&mut self.max_frame_size, max_frame_size);
@@ -767,6 +782,10 @@ impl Config {
         match &self.static_dir {
             Some(dir) => line("static", quote(&dir.display().to_string())),
             None => line("# static", "\"DIR\"  (none: no static files)".to_owned()),
+        }
+        match &self.redis {
+            Some(url) => line("redis", quote(url)),
+            None => line("# redis", "\"URL\"  (none: this node alone)".to_owned()),
         }
         line("max-message-size", self.max_message_size.to_string());
         line("max-frame-size", self.max_frame_size.to_string());
@@ -973,6 +992,18 @@ fn duration(
 fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     s.parse()
         .map_err(|_| format!("{s:?} is not an IP address and port (such as 127.0.0.1:3400)"))
+}
+
+fn parse_redis(s: &str) -> Result<String, String> {
+    if !(s.starts_with("redis://") || s.starts_with("rediss://") || s.starts_with("redis+unix://"))
+    {
+        return Err(format!(
+            "{s:?} is not a Redis URL (redis://host:port/db, rediss:// for TLS)"
+        ));
+    }
+    wharf::redis::Redis::open(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("{s:?} is not a usable Redis URL: {e}"))
 }
 
 fn parse_enum<E: ValueEnum>(s: &str) -> Result<E, String> {

@@ -103,7 +103,13 @@ pub async fn serve(
         ),
         None => None,
     };
-    let server = Server::new().workers(config.worker_count());
+    let mut server = Server::new().workers(config.worker_count());
+    if let Some(url) = &config.redis {
+        let redis =
+            wharf::redis::Redis::open(url).with_context(|| format!("invalid Redis URL {url:?}"))?;
+        tracing::info!(node = %format_args!("{:016x}", redis.node()), "sharing rooms through Redis");
+        server = server.backplane(Arc::new(redis));
+    }
     let app = Arc::new(App {
         mode: config.mode,
         hub: server.hub(),
@@ -175,7 +181,7 @@ fn metrics_server(app: Arc<App>) -> Server {
             let app = app.clone();
             async move {
                 match req.uri().path() {
-                    "/healthz" => plain(StatusCode::OK, "ok"),
+                    "/healthz" => app.health(),
                     "/metrics" => app.metrics(),
                     _ => plain(StatusCode::NOT_FOUND, "not found: /metrics or /healthz\n"),
                 }
@@ -287,6 +293,19 @@ fn configure(server: Server, config: &Config, app: Arc<App>) -> Server {
 }
 
 impl App {
+    /// `/healthz`: `ok`, or `degraded: ...` (still 200: this node serves
+    /// its own clients) while the Redis backplane is down.
+    fn health(&self) -> Response<Body> {
+        match self.hub.backplane().and_then(|b| b.status().link) {
+            Some(wharf::backplane::Link::Down(reason)) => {
+                let mut res = plain(StatusCode::OK, "");
+                *res.body_mut() = Body::from(format!("degraded: redis backplane down: {reason}\n"));
+                res
+            }
+            _ => plain(StatusCode::OK, "ok"),
+        }
+    }
+
     /// The Prometheus text.
     fn metrics(&self) -> Response<Body> {
         let text = metrics::render(&self.stats.snapshot(), &self.hub);
@@ -309,7 +328,7 @@ impl App {
             return res;
         }
         match path {
-            "/healthz" => return plain(StatusCode::OK, "ok"),
+            "/healthz" => return self.health(),
             "/metrics" if self.metrics => return self.metrics(),
             "/metrics" => {
                 return plain(

@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use wharf::backplane::Link;
 use wharf::{Hub, Snapshot};
 
 /// The `Content-Type` of the exposition format.
@@ -126,7 +127,65 @@ pub(crate) fn render(s: &Snapshot, hub: &Hub) -> String {
             escape(reason)
         );
     }
+    backplane(&mut out, hub);
     out
+}
+
+/// The Redis backplane's link state and counters, when there is one.
+fn backplane(out: &mut String, hub: &Hub) {
+    let Some(backplane) = hub.backplane() else {
+        return;
+    };
+    let status = backplane.status();
+    let up = matches!(status.link, Some(Link::Up));
+    for (name, kind, help, value) in [
+        (
+            "wharf_backplane_up",
+            "gauge",
+            "1 while the link to Redis is up and its probe comes back, else 0.",
+            u64::from(up),
+        ),
+        (
+            "wharf_backplane_published_total",
+            "counter",
+            "Messages sent to the other nodes through Redis.",
+            status.published,
+        ),
+        (
+            "wharf_backplane_received_total",
+            "counter",
+            "Messages received from other nodes and delivered here.",
+            status.received,
+        ),
+        (
+            "wharf_backplane_dropped_total",
+            "counter",
+            "Messages not sent to other nodes: Redis down or the queue to it full.",
+            status.dropped,
+        ),
+        (
+            "wharf_backplane_gaps_total",
+            "counter",
+            "Times messages of another node were seen missing (lost by the bus).",
+            status.gaps,
+        ),
+        (
+            "wharf_backplane_duplicates_total",
+            "counter",
+            "Messages received twice from the bus and delivered once.",
+            status.duplicates,
+        ),
+        (
+            "wharf_backplane_reconnects_total",
+            "counter",
+            "Reconnections to Redis after the link went down.",
+            status.reconnects,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        let _ = writeln!(out, "{name} {value}");
+    }
 }
 
 /// Escapes a label value: backslash, double quote and line feed.

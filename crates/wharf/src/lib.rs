@@ -13,10 +13,19 @@ mod hub;
 mod listener;
 mod policy;
 mod proxy_protocol;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod server;
 mod stats;
 #[cfg(feature = "tls")]
 pub mod tls;
+
+/// Scale-out: the seam between a [`Hub`] and a message bus shared by many
+/// nodes, and what crosses it. The Redis implementation is
+/// `wharf::redis::Redis` (feature `redis`).
+pub mod backplane {
+    pub use crate::hub::backplane::{Backplane, Inbox, Link, Status, Target};
+}
 mod upgrade;
 mod worker;
 
@@ -28,7 +37,7 @@ pub use forwarded::fuzz_forwarded;
 pub use forwarded::{Cidr, CidrError, ForwardedHeader, Remote};
 #[doc(hidden)]
 pub use head::fuzz_request_head;
-pub use hub::Hub;
+pub use hub::{Backplane, Hub};
 pub use listener::Listener;
 pub use policy::{Hosts, InvalidPattern, Origins};
 #[doc(hidden)]

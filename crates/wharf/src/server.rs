@@ -147,6 +147,18 @@ impl Server {
         self.settings.hub.clone()
     }
 
+    /// Shares this server's rooms and broadcasts with other nodes through
+    /// `backplane` (see [`crate::backplane`]); call it after [`Server::workers`]
+    /// (which makes a new hub) and before serving. A
+    /// second backplane is ignored (a warning is logged).
+    #[must_use]
+    pub fn backplane(self, backplane: Arc<dyn crate::Backplane>) -> Self {
+        if !self.settings.hub.set_backplane(backplane) {
+            tracing::warn!("a backplane was already attached to this hub; the new one is ignored");
+        }
+        self
+    }
+
     /// This server's counters (connections, messages, bytes, refusals,
     /// slow clients), for a metrics endpoint.
     pub fn stats(&self) -> Stats {

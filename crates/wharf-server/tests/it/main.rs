@@ -4,6 +4,7 @@
 //! wait is bounded.
 
 mod chat;
+mod cluster;
 mod config;
 mod edge;
 mod metrics;

@@ -23,13 +23,14 @@
 //! directory stripe, then a connection's own lock. Nothing here is held
 //! across an `.await`.
 
+pub(crate) mod backplane;
 mod fanout;
 
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use tokio::sync::Notify;
 use wharf_proto::{CloseCode, Message};
@@ -37,6 +38,9 @@ use wharf_proto::{CloseCode, Message};
 use self::fanout::{Fanout, Frames, Inbox};
 use crate::conn::Client;
 use crate::conn::wheel::Wheel;
+
+pub use self::backplane::Backplane;
+use self::backplane::Target;
 
 /// The most workers (shards) a hub has: a room's shards fit in a `u64`.
 pub(crate) const MAX_SHARDS: usize = 64;
@@ -67,6 +71,8 @@ struct Inner {
     dropped: AtomicU64,
     emptied: Notify,
     closing: AtomicBool,
+    /// Other nodes' hubs, if any (`backplane.rs`).
+    backplane: OnceLock<Arc<dyn Backplane>>,
 }
 
 /// One worker's share of the hub.
@@ -144,6 +150,7 @@ impl Hub {
                 dropped: AtomicU64::new(0),
                 emptied: Notify::new(),
                 closing: AtomicBool::new(false),
+                backplane: OnceLock::new(),
             }),
         }
     }
@@ -237,12 +244,16 @@ impl Hub {
     /// Sends to every open connection; returns how many queued it (or, on
     /// another worker, were handed it).
     pub fn broadcast(&self, message: impl Into<Message>) -> usize {
-        self.fan_out(None, message.into(), None)
+        let message = message.into();
+        self.forward(Target::All, &message);
+        self.fan_out(None, message, None)
     }
 
     /// Sends to every open connection but `except` (usually the sender).
     pub fn broadcast_except(&self, except: u64, message: impl Into<Message>) -> usize {
-        self.fan_out(None, message.into(), Some(except))
+        let message = message.into();
+        self.forward(Target::All, &message);
+        self.fan_out(None, message, Some(except))
     }
 
     /// Adds connection `id` to `room` (created on first join). Returns
@@ -265,6 +276,7 @@ impl Hub {
             members: vec![0; n].into(),
         });
         dir.members[index] += 1;
+        self.room_changed(room, dir.total());
         drop(directory);
         entry.rooms.get_or_insert_default().push(room.to_owned());
         true
@@ -286,12 +298,16 @@ impl Hub {
     /// Sends to every member of `room`; returns how many queued it (or, on
     /// another worker, were handed it).
     pub fn publish(&self, room: &str, message: impl Into<Message>) -> usize {
-        self.fan_out(Some(room), message.into(), None)
+        let message = message.into();
+        self.forward(Target::Room(room), &message);
+        self.fan_out(Some(room), message, None)
     }
 
     /// Sends to every member of `room` but `except`.
     pub fn publish_except(&self, room: &str, except: u64, message: impl Into<Message>) -> usize {
-        self.fan_out(Some(room), message.into(), Some(except))
+        let message = message.into();
+        self.forward(Target::Room(room), &message);
+        self.fan_out(Some(room), message, Some(except))
     }
 
     /// Delivers on this thread's shard (or on every shard, from a thread
@@ -474,6 +490,7 @@ impl Hub {
         let mut directory = write(self.stripe(room));
         if let Some(dir) = directory.get_mut(room) {
             dir.members[index] = dir.members[index].saturating_sub(1);
+            self.room_changed(room, dir.total());
             if dir.total() == 0 {
                 directory.remove(room);
             }

@@ -1,0 +1,450 @@
+//! Many nodes sharing rooms through a real `redis-server` (Debian's,
+//! installed by `scripts/install-proxies`), started here on a free loopback
+//! port: exactly-once and per-sender order across three nodes, an outage of
+//! Redis and its return, a stalled Redis (liveness probe), and a node
+//! killed with SIGKILL leaving presence. A test that finds no
+//! `redis-server` says so and passes.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use wharf_server::{Config, Mode};
+
+use crate::util::{TempDir, TestServer, Ws, config, next_json, send_text, start, within};
+
+const PROTOCOL: &str = "wharf.chat.v1";
+
+/// A `redis-server` this test started, killed (by its PID) when dropped.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+    dir: TempDir,
+}
+
+impl Redis {
+    /// Starts one on a free port, or `None` (with a message) if Redis is
+    /// not installed.
+    async fn start(name: &str) -> Option<Self> {
+        if !Path::new("/usr/bin/redis-server").exists() {
+            eprintln!(
+                "SKIPPED: redis-server is not installed (scripts/install-proxies installs it)"
+            );
+            return None;
+        }
+        let port = StdListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut redis = Self {
+            child: None,
+            port,
+            dir: TempDir::new(&format!("redis-{name}")),
+        };
+        redis.restart().await;
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    async fn restart(&mut self) {
+        let child = Command::new("/usr/bin/redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        within("redis-server to answer", async {
+            while self.command("PING").await.as_deref() != Some("+PONG") {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) {
+        let pid = self.child.as_ref().expect("running").id();
+        let pid = rustix::process::Pid::from_raw(i32::try_from(pid).expect("pid")).expect("pid");
+        rustix::process::kill_process(pid, signal).expect("signal redis-server");
+    }
+
+    /// Sends one inline command; the reply's first line.
+    async fn command(&self, cmd: &str) -> Option<String> {
+        let exchange = async {
+            let mut tcp = TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
+            tcp.write_all(format!("{cmd}\r\n").as_bytes()).await.ok()?;
+            let mut buf = vec![0; 4096];
+            let n = tcp.read(&mut buf).await.ok()?;
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            Some(text.lines().last().unwrap_or_default().to_owned())
+        };
+        tokio::time::timeout(Duration::from_millis(500), exchange)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Waits until `channel` has `n` subscribers (one per node).
+    async fn wait_subscribers(&self, channel: &str, n: u64) {
+        within(&format!("{n} subscribers of {channel}"), async {
+            loop {
+                let reply = self.command(&format!("PUBSUB NUMSUB {channel}")).await;
+                if reply.as_deref() == Some(&format!(":{n}")) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn node_config(redis: &Redis) -> Config {
+    let mut c = config(Mode::Chat);
+    c.redis = Some(redis.url());
+    // Tests send faster than people type.
+    c.rate_limit_messages = 0;
+    c.rate_limit_bytes = 0;
+    c
+}
+
+/// A node in-process, once its backplane is up.
+async fn node(redis: &Redis) -> TestServer {
+    let node = start(node_config(redis)).await;
+    node.wait_metric("wharf_backplane_up", 1).await;
+    node
+}
+
+async fn member(server: &TestServer, room: &str, name: &str) -> (Ws, Value) {
+    let mut ws = server.ws("/chat", Some(PROTOCOL)).await;
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    send_text(
+        &mut ws,
+        &json!({"type": "join", "room": room, "name": name}).to_string(),
+    )
+    .await;
+    let joined = next_json(&mut ws).await;
+    assert_eq!(joined["type"], "joined", "{joined}");
+    (ws, joined)
+}
+
+async fn say(ws: &mut Ws, text: &str) {
+    send_text(ws, &json!({"type": "say", "text": text}).to_string()).await;
+}
+
+/// Reads until a `message` whose text satisfies `stop`, returning the
+/// `message` texts seen (other types skipped).
+async fn read_until(ws: &mut Ws, mut stop: impl FnMut(&str) -> bool) -> Vec<String> {
+    let mut texts = Vec::new();
+    loop {
+        let msg = next_json(ws).await;
+        if msg["type"] == "message" {
+            let text = msg["text"].as_str().expect("text").to_owned();
+            let done = stop(&text);
+            texts.push(text);
+            if done {
+                return texts;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_rooms_exactly_once_in_order() {
+    let Some(redis) = Redis::start("three").await else {
+        return;
+    };
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(node(&redis).await);
+    }
+    // 20 clients per node, in rooms "a" and "b" by turns.
+    let mut clients = Vec::new();
+    for (n, node) in nodes.iter().enumerate() {
+        for i in 0..20 {
+            let room = if i % 2 == 0 { "a" } else { "b" };
+            let name = format!("n{n}c{i}");
+            let (ws, _) = member(node, room, &name).await;
+            clients.push((room, name, ws));
+        }
+    }
+    redis.wait_subscribers("wharf:room:a", 3).await;
+    redis.wait_subscribers("wharf:room:b", 3).await;
+
+    // Cluster-wide presence: a 31st member of "a", on the third node.
+    let (mut late, joined) = member(&nodes[2], "a", "late").await;
+    assert_eq!(joined["online"], 31, "{joined}");
+    say(&mut late, "late:done").await;
+
+    const EACH: usize = 5;
+    for (_, name, ws) in &mut clients {
+        for k in 0..EACH {
+            say(ws, &format!("{name}:{k}")).await;
+        }
+        say(ws, &format!("{name}:done")).await;
+    }
+    let reads = clients.into_iter().map(|(room, _, mut ws)| {
+        tokio::spawn(async move {
+            let senders = if room == "a" { 31 } else { 30 };
+            let mut done = 0;
+            let texts = read_until(&mut ws, |t| {
+                done += usize::from(t.ends_with(":done"));
+                done == senders
+            })
+            .await;
+            (room, texts)
+        })
+    });
+    for read in reads {
+        let (room, texts) = within("every member's messages", read)
+            .await
+            .expect("reader");
+        let mut per_sender: HashMap<&str, Vec<&str>> = HashMap::new();
+        for t in &texts {
+            let (sender, k) = t.rsplit_once(':').expect("sender:k");
+            per_sender.entry(sender).or_default().push(k);
+        }
+        let expected = if room == "a" { 31 } else { 30 };
+        assert_eq!(per_sender.len(), expected, "senders seen in {room}");
+        for (sender, ks) in per_sender {
+            let parity = sender
+                .rsplit_once('c')
+                .map(|(_, i)| i.parse::<usize>().ok());
+            if let Some(Some(i)) = parity {
+                let from = if i % 2 == 0 { "a" } else { "b" };
+                assert_eq!(from, room, "{sender} is not in room {room}");
+            }
+            let want: Vec<String> = if sender == "late" {
+                vec!["done".into()]
+            } else {
+                (0..EACH)
+                    .map(|k| k.to_string())
+                    .chain(["done".into()])
+                    .collect()
+            };
+            assert_eq!(ks, want, "{sender}'s messages as seen in {room}");
+        }
+    }
+    for node in &nodes {
+        assert_eq!(node.metric("wharf_backplane_dropped_total").await, 0);
+        assert_eq!(node.metric("wharf_backplane_duplicates_total").await, 0);
+        assert_eq!(node.metric("wharf_backplane_up").await, 1);
+    }
+    drop(late);
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+async fn health(node: &TestServer) -> String {
+    node.request("GET", "/healthz", &[]).await.body_text()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_keeps_local_chat_and_cross_node_returns_within_2s() {
+    let Some(mut redis) = Redis::start("outage").await else {
+        return;
+    };
+    let a = node(&redis).await;
+    let b = node(&redis).await;
+    let (mut sender, _) = member(&a, "r", "sender").await;
+    let (mut local, _) = member(&a, "r", "local").await;
+    let (mut remote, _) = member(&b, "r", "remote").await;
+    redis.wait_subscribers("wharf:room:r", 2).await;
+    say(&mut sender, "before").await;
+    assert_eq!(read_until(&mut remote, |t| t == "before").await, ["before"]);
+
+    redis.kill();
+    within("a degraded /healthz", async {
+        while !health(&a)
+            .await
+            .starts_with("degraded: redis backplane down")
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // Local delivery goes on; the cross-node copy is dropped and counted.
+    say(&mut sender, "during").await;
+    assert_eq!(
+        read_until(&mut local, |t| t == "during").await,
+        ["before", "during"]
+    );
+    assert!(a.metric("wharf_backplane_dropped_total").await >= 1);
+    assert_eq!(a.metric("wharf_backplane_up").await, 0);
+
+    redis.restart().await;
+    let back = Instant::now();
+    let mut k = 0;
+    within("cross-node delivery back", async {
+        loop {
+            k += 1;
+            say(&mut sender, &format!("retry-{k}")).await;
+            let got = tokio::time::timeout(Duration::from_millis(100), async {
+                read_until(&mut remote, |t| t.starts_with("retry-")).await
+            })
+            .await;
+            if got.is_ok() {
+                return;
+            }
+        }
+    })
+    .await;
+    let took = back.elapsed();
+    assert!(
+        took <= Duration::from_secs(2),
+        "cross-node back after {took:?}"
+    );
+    // No duplicates after the resubscribe: each once, in order.
+    for i in 0..5 {
+        say(&mut sender, &format!("after-{i}")).await;
+    }
+    let texts = read_until(&mut remote, |t| t == "after-4").await;
+    let after: Vec<&String> = texts.iter().filter(|t| t.starts_with("after-")).collect();
+    assert_eq!(
+        after,
+        ["after-0", "after-1", "after-2", "after-3", "after-4"]
+    );
+    assert!(a.metric("wharf_backplane_reconnects_total").await >= 1);
+    assert_eq!(health(&a).await, "ok");
+    eprintln!("cross-node delivery back {took:?} after Redis answered");
+    drop((sender, local, remote));
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_is_found_by_the_liveness_probe() {
+    let Some(redis) = Redis::start("stalled").await else {
+        return;
+    };
+    let a = node(&redis).await;
+    // SIGSTOP: the connections stay open, no error ever arrives.
+    redis.signal(rustix::process::Signal::STOP);
+    let stalled = Instant::now();
+    tokio::time::timeout(Duration::from_secs(8), async {
+        while !health(&a).await.starts_with("degraded") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the probe to notice a stalled Redis within 8 s");
+    let noticed = stalled.elapsed();
+    redis.signal(rustix::process::Signal::CONT);
+    within("the backplane back", a.wait_metric("wharf_backplane_up", 1)).await;
+    eprintln!("a stalled Redis noticed after {noticed:?}");
+    a.stop().await;
+}
+
+/// The `wharf` binary on a free port, once it answers `/healthz`.
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_with_sigkill_leaves_presence_within_the_ttl() {
+    let Some(redis) = Redis::start("sigkill").await else {
+        return;
+    };
+    let port = StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("WHARF_") {
+            cmd.env_remove(k);
+        }
+    }
+    let child = cmd
+        .args(["--listen", &addr.to_string(), "--redis", &redis.url()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn wharf");
+    let mut doomed = Node(child);
+    let a = node(&redis).await;
+    // Three members on the doomed node, in the binary.
+    let mut gone = Vec::new();
+    within("the doomed node", async {
+        loop {
+            let url = format!("ws://{addr}/chat");
+            if let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await {
+                assert_eq!(next_json(&mut ws).await["type"], "welcome");
+                gone.push(ws);
+                if gone.len() == 3 {
+                    return;
+                }
+            } else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    })
+    .await;
+    for (i, ws) in gone.iter_mut().enumerate() {
+        send_text(
+            ws,
+            &json!({"type": "join", "room": "k", "name": format!("g{i}")}).to_string(),
+        )
+        .await;
+        assert_eq!(next_json(ws).await["type"], "joined");
+    }
+    let (stays, joined) = member(&a, "k", "stays").await;
+    assert_eq!(joined["online"], 4, "{joined}");
+
+    let _ = doomed.0.kill(); // SIGKILL: no leave, no goodbye
+    let _ = doomed.0.wait();
+    let killed = Instant::now();
+    // The default TTL is 6 s: a fresh member sees the dead node's members
+    // gone by then (plus a refresh of slack).
+    let mut last = Value::Null;
+    while killed.elapsed() < Duration::from_secs(9) {
+        let (ws, joined) = member(&a, "k", "probe").await;
+        last = joined["online"].clone();
+        drop(ws);
+        if last == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(last, 2, "presence after the SIGKILL: {last}");
+    let took = killed.elapsed();
+    assert!(
+        took <= Duration::from_secs(7),
+        "presence expired after {took:?}"
+    );
+    eprintln!("a SIGKILLed node left presence after {took:?}");
+    drop(stays);
+    a.stop().await;
+}

@@ -1,0 +1,846 @@
+//! A [`Backplane`] on Redis pub/sub (feature `redis`): rooms, broadcasts
+//! and presence shared by every node that points at the same Redis.
+//!
+//! # Channels and envelope
+//! One channel per room (`<prefix>room:<name>`), subscribed only while this
+//! node has a local member; one for broadcasts (`<prefix>all`); one per node
+//! (`<prefix>node:<id>`) for its liveness probe. A message crosses Redis
+//! once per publish, in an envelope of 26 bytes before the payload:
+//!
+//! ```text
+//! version (1) │ kind (1: text 0, binary 1, probe 2) │ origin node (8)
+//! │ sequence (8) │ previous sequence on this channel (8, 0: unknown) │ payload
+//! ```
+//!
+//! A node skips its own messages (it delivered them at once). Per origin
+//! and channel, a sequence not above the last one seen is a duplicate
+//! (dropped); a `previous` that is not the last one seen is a gap (the bus
+//! lost messages: counted). Redis pub/sub is at most once: nothing is
+//! replayed after an outage.
+//!
+//! # Faults
+//! One task per backplane owns the two connections (a subscriber and a
+//! multiplexed one for publishes and presence). Publishes go to it through
+//! a queue bounded in messages and bytes; while the link is down, or the
+//! queue is full, they are dropped and counted, never waited for. After any
+//! error the task reconnects (every [`RETRY`]) and subscribes again to every
+//! room the node serves. A probe published to the node's own channel every
+//! second must come back within [`PROBE_TIMEOUT`], or the subscription is
+//! taken as stale (a connection that fails silently) and reconnected.
+//!
+//! # Presence
+//! A hash per room (`<prefix>presence:<room>`): one field per node, its
+//! local member count and an expiry (wall-clock milliseconds), refreshed
+//! on every change and every `presence_ttl / 3`; the key itself expires
+//! after twice the TTL. A node that dies without leaving drops out of every
+//! count within `presence_ttl` (nodes' clocks are assumed to agree to well
+//! under a second).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::hash::{BuildHasher as _, Hasher as _, RandomState};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut as _, Bytes, BytesMut};
+use futures_util::StreamExt as _;
+use tokio::sync::{Notify, mpsc};
+use wharf_proto::{Message, Utf8Bytes};
+
+use crate::hub::backplane::{Backplane, Inbox, Link, Status, Target};
+
+/// How long the task waits between two connection attempts.
+pub const RETRY: Duration = Duration::from_millis(250);
+/// How long a probe may take to come back before the link is taken as
+/// stale.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The most messages waiting for the bus; more are dropped.
+pub const QUEUE_MESSAGES: usize = 8192;
+/// The most payload bytes waiting for the bus; more are dropped.
+pub const QUEUE_BYTES: usize = 8 << 20;
+
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+const QUERY_TIMEOUT: Duration = Duration::from_millis(500);
+const BATCH: usize = 256;
+const VERSION: u8 = 1;
+const HEADER: usize = 26;
+const KIND_TEXT: u8 = 0;
+const KIND_BINARY: u8 = 1;
+const KIND_PROBE: u8 = 2;
+/// Past this many (channel, origin) pairs remembered, the sequence tables
+/// start over (a gap then goes unseen once; nothing is delivered twice
+/// that Redis did not send twice).
+const MAX_TRACKED: usize = 65_536;
+
+/// A Redis backplane; give it to [`crate::Server::backplane`] (inside a
+/// tokio runtime: attaching it starts its task).
+///
+/// ```no_run
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let redis = wharf::redis::Redis::open("redis://127.0.0.1:6379/0")?.prefix("chat:");
+/// let server = wharf::Server::new().backplane(std::sync::Arc::new(redis));
+/// # let _ = server; Ok(()) }
+/// ```
+pub struct Redis {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    client: ::redis::Client,
+    prefix: String,
+    presence_ttl: Duration,
+    node: u64,
+    tx: mpsc::Sender<Out>,
+    rx: Mutex<Option<mpsc::Receiver<Out>>>,
+    queued_bytes: AtomicUsize,
+    rooms: Mutex<Rooms>,
+    changed: Notify,
+    up: AtomicBool,
+    link: Mutex<Link>,
+    query: Mutex<Option<::redis::aio::MultiplexedConnection>>,
+    inbox: OnceLock<Inbox>,
+    published: AtomicU64,
+    received: AtomicU64,
+    dropped: AtomicU64,
+    gaps: AtomicU64,
+    duplicates: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+#[derive(Default)]
+struct Rooms {
+    /// Local member counts of the rooms this node serves.
+    local: HashMap<String, usize>,
+    /// Rooms whose subscription or presence the task has to bring up to
+    /// date.
+    dirty: HashSet<String>,
+}
+
+/// A publish on its way to the bus: `None` for a broadcast.
+struct Out {
+    room: Option<String>,
+    message: Message,
+}
+
+impl Redis {
+    /// A backplane for the Redis at `url` (`redis://host:port/db`;
+    /// `rediss://` for TLS needs the feature `redis-tls`). Nothing is
+    /// connected before it is attached to a hub.
+    ///
+    /// # Errors
+    /// If `url` is not a Redis URL this build can use.
+    pub fn open(url: &str) -> Result<Self, ::redis::RedisError> {
+        let client = ::redis::Client::open(url)?;
+        let (tx, rx) = mpsc::channel(QUEUE_MESSAGES);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                client,
+                prefix: "wharf:".to_owned(),
+                presence_ttl: Duration::from_secs(6),
+                node: node_id(),
+                tx,
+                rx: Mutex::new(Some(rx)),
+                queued_bytes: AtomicUsize::new(0),
+                rooms: Mutex::new(Rooms::default()),
+                changed: Notify::new(),
+                up: AtomicBool::new(false),
+                link: Mutex::new(Link::Down("not connected yet".to_owned())),
+                query: Mutex::new(None),
+                inbox: OnceLock::new(),
+                published: AtomicU64::new(0),
+                received: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
+                gaps: AtomicU64::new(0),
+                duplicates: AtomicU64::new(0),
+                reconnects: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The prefix of every channel and key [default: `wharf:`]: nodes that
+    /// share rooms use the same one; different apps on one Redis use
+    /// different ones. Has no effect once attached.
+    #[must_use]
+    pub fn prefix(mut self, prefix: &str) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            prefix.clone_into(&mut shared.prefix);
+        }
+        self
+    }
+
+    /// How long a node's presence lasts without a refresh [default: 6 s]:
+    /// the bound on how long the members of a node that died stay in
+    /// counts. Refreshed every third of it (at least every 100 ms). Has no
+    /// effect once attached.
+    #[must_use]
+    pub fn presence_ttl(mut self, ttl: Duration) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.presence_ttl = ttl.max(Duration::from_millis(300));
+        }
+        self
+    }
+
+    /// This node's id on the bus (random at start).
+    pub fn node(&self) -> u64 {
+        self.shared.node
+    }
+}
+
+impl Backplane for Redis {
+    fn attach(&self, inbox: Inbox) {
+        if self.shared.inbox.set(inbox).is_err() {
+            return;
+        }
+        let Some(rx) = lock(&self.shared.rx).take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(run(self.shared.clone(), rx));
+            }
+            Err(_) => {
+                tracing::error!("the Redis backplane was attached outside a tokio runtime");
+                *lock(&self.shared.link) = Link::Down("not started: no tokio runtime".to_owned());
+            }
+        }
+    }
+
+    fn room_changed(&self, room: &str, local: usize) {
+        let mut rooms = lock(&self.shared.rooms);
+        if local == 0 {
+            rooms.local.remove(room);
+        } else {
+            rooms.local.insert(room.to_owned(), local);
+        }
+        rooms.dirty.insert(room.to_owned());
+        drop(rooms);
+        self.shared.changed.notify_one();
+    }
+
+    fn forward(&self, target: Target<'_>, message: &Message) {
+        let shared = &self.shared;
+        let len = message.len();
+        let queued = shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        let room = match target {
+            Target::Room(room) => Some(room.to_owned()),
+            Target::All => None,
+        };
+        let out = Out {
+            room,
+            message: message.clone(),
+        };
+        if !shared.up.load(Ordering::Relaxed)
+            || queued + len > QUEUE_BYTES
+            || shared.tx.try_send(out).is_err()
+        {
+            shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn online(&self, room: &str) -> Pin<Box<dyn Future<Output = Option<usize>> + Send + 'static>> {
+        let shared = self.shared.clone();
+        let room = room.to_owned();
+        Box::pin(async move {
+            let mut conn = lock(&shared.query).clone()?;
+            let key = format!("{}presence:{room}", shared.prefix);
+            let fields: HashMap<String, String> = tokio::time::timeout(
+                QUERY_TIMEOUT,
+                ::redis::cmd("HGETALL").arg(&key).query_async(&mut conn),
+            )
+            .await
+            .ok()?
+            .ok()?;
+            let me = format!("{:016x}", shared.node);
+            let now = now_ms();
+            let others: usize = fields
+                .iter()
+                .filter(|(node, _)| **node != me)
+                .filter_map(|(_, value)| parse_presence(value))
+                .filter(|&(_, expiry)| expiry > now)
+                .map(|(count, _)| count)
+                .sum();
+            // This node's own count is exact here, whatever Redis holds.
+            let local = shared.inbox.get().map_or(0, |i| i.room_len(&room));
+            Some(others + local)
+        })
+    }
+
+    fn status(&self) -> Status {
+        let s = &self.shared;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Status {
+            link: Some(lock(&s.link).clone()),
+            published: get(&s.published),
+            received: get(&s.received),
+            dropped: get(&s.dropped),
+            gaps: get(&s.gaps),
+            duplicates: get(&s.duplicates),
+            reconnects: get(&s.reconnects),
+        }
+    }
+}
+
+impl fmt::Debug for Redis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redis")
+            .field("node", &format_args!("{:016x}", self.shared.node))
+            .field("prefix", &self.shared.prefix)
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every update under these locks is a single assignment or insertion.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A random node id: the standard library's per-process random hasher
+/// keys, mixed with the clock and the process id.
+fn node_id() -> u64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    h.finish().max(1)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A presence field's value: `count expiry_ms`.
+fn parse_presence(value: &str) -> Option<(usize, u64)> {
+    let (count, expiry) = value.split_once(' ')?;
+    Some((count.parse().ok()?, expiry.parse().ok()?))
+}
+
+/// Encodes an envelope (see the module docs).
+fn envelope(kind: u8, origin: u64, seq: u64, prev: u64, payload: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(HEADER + payload.len());
+    b.put_u8(VERSION);
+    b.put_u8(kind);
+    b.put_u64(origin);
+    b.put_u64(seq);
+    b.put_u64(prev);
+    b.put_slice(payload);
+    b.freeze()
+}
+
+/// A decoded envelope header and its payload.
+#[derive(Debug, Eq, PartialEq)]
+struct Envelope<'a> {
+    kind: u8,
+    origin: u64,
+    seq: u64,
+    prev: u64,
+    payload: &'a [u8],
+}
+
+fn open_envelope(b: &[u8]) -> Option<Envelope<'_>> {
+    if b.len() < HEADER || b[0] != VERSION || b[1] > KIND_PROBE {
+        return None;
+    }
+    let word = |i: usize| {
+        let mut w = [0; 8];
+        w.copy_from_slice(&b[i..i + 8]);
+        u64::from_be_bytes(w)
+    };
+    Some(Envelope {
+        kind: b[1],
+        origin: word(2),
+        seq: word(10),
+        prev: word(18),
+        payload: &b[HEADER..],
+    })
+}
+
+/// What a sequence number says about a message from one origin on one
+/// channel.
+#[derive(Debug, Eq, PartialEq)]
+enum Order {
+    Duplicate,
+    Gap,
+    Next,
+}
+
+/// The last sequence seen per channel and origin.
+#[derive(Default)]
+struct Seen {
+    last: HashMap<String, HashMap<u64, u64>>,
+    len: usize,
+}
+
+impl Seen {
+    fn check(&mut self, channel: &str, origin: u64, seq: u64, prev: u64) -> Order {
+        if self.len >= MAX_TRACKED {
+            self.last.clear();
+            self.len = 0;
+        }
+        let per_origin = match self.last.get_mut(channel) {
+            Some(m) => m,
+            None => self.last.entry(channel.to_owned()).or_default(),
+        };
+        let last = per_origin.get(&origin).copied();
+        match last {
+            Some(last) if seq <= last => return Order::Duplicate,
+            None => self.len += 1,
+            Some(_) => {}
+        }
+        per_origin.insert(origin, seq);
+        match last {
+            Some(last) if prev != 0 && prev != last => Order::Gap,
+            _ => Order::Next,
+        }
+    }
+
+    fn forget(&mut self, channel: &str) {
+        if let Some(m) = self.last.remove(channel) {
+            self.len -= m.len();
+        }
+    }
+}
+
+/// The publisher's side of the sequences: the last number sent per
+/// channel (bounded like [`Seen`]; a forgotten channel sends `prev` 0).
+#[derive(Default)]
+struct Sent {
+    seq: u64,
+    last: HashMap<String, u64>,
+}
+
+impl Sent {
+    fn next(&mut self, channel: &str) -> (u64, u64) {
+        self.seq += 1;
+        if self.last.len() >= MAX_TRACKED {
+            self.last.clear();
+        }
+        let prev = match self.last.get_mut(channel) {
+            Some(last) => std::mem::replace(last, self.seq),
+            None => {
+                self.last.insert(channel.to_owned(), self.seq);
+                0
+            }
+        };
+        (self.seq, prev)
+    }
+}
+
+/// The backplane's task: connect, serve, and reconnect after any failure,
+/// until the hub is gone.
+async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Out>) {
+    let mut seen = Seen::default();
+    let mut sent = Sent::default();
+    let mut connected_before = false;
+    let mut logged_down = false;
+    loop {
+        if !shared.inbox.get().is_some_and(Inbox::is_open) {
+            return;
+        }
+        let reason = session(
+            &shared,
+            &mut rx,
+            &mut seen,
+            &mut sent,
+            &mut connected_before,
+        )
+        .await;
+        let was_up = shared.up.swap(false, Ordering::SeqCst);
+        *lock(&shared.query) = None;
+        // What was queued for a link that failed is lost: counted.
+        while let Ok(out) = rx.try_recv() {
+            shared
+                .queued_bytes
+                .fetch_sub(out.message.len(), Ordering::Relaxed);
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        if was_up || !logged_down {
+            tracing::warn!(%reason, "Redis backplane down: cross-node messages are dropped until it is back");
+            logged_down = true;
+        }
+        *lock(&shared.link) = Link::Down(reason);
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// One connection's life: returns why it ended.
+async fn session(
+    shared: &Arc<Shared>,
+    rx: &mut mpsc::Receiver<Out>,
+    seen: &mut Seen,
+    sent: &mut Sent,
+    connected_before: &mut bool,
+) -> String {
+    let connect = async {
+        let pubsub = shared.client.get_async_pubsub().await?;
+        let conn = shared.client.get_multiplexed_async_connection().await?;
+        Ok::<_, ::redis::RedisError>((pubsub, conn))
+    };
+    let (pubsub, mut conn) = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return format!("cannot connect to Redis: {e}"),
+        Err(_) => return "cannot connect to Redis: timed out".to_owned(),
+    };
+    let (mut sink, mut stream) = pubsub.split();
+    let node_channel = format!("{}node:{:016x}", shared.prefix, shared.node);
+    let all_channel = format!("{}all", shared.prefix);
+    let room_prefix = format!("{}room:", shared.prefix);
+    let fixed = [node_channel.clone(), all_channel.clone()];
+    if let Err(e) = timed(sink.subscribe(&fixed[..])).await {
+        return format!("cannot subscribe: {e}");
+    }
+    // Every room this node serves, subscribed again on every connection:
+    // the bus forgot them with the old one.
+    let mut subscribed: HashSet<String> = HashSet::new();
+    {
+        let mut rooms = lock(&shared.rooms);
+        let Rooms { local, dirty } = &mut *rooms;
+        dirty.extend(local.keys().cloned());
+    }
+    if let Err(e) = reconcile(shared, &mut sink, &mut conn, &mut subscribed, seen).await {
+        return e;
+    }
+    *lock(&shared.query) = Some(conn.clone());
+    *lock(&shared.link) = Link::Up;
+    shared.up.store(true, Ordering::SeqCst);
+    if std::mem::replace(connected_before, true) {
+        shared.reconnects.fetch_add(1, Ordering::Relaxed);
+        tracing::info!("Redis backplane back: rooms subscribed again");
+    } else {
+        tracing::info!(node = %format_args!("{:016x}", shared.node), "Redis backplane up");
+    }
+    let refresh = (shared.presence_ttl / 3).max(Duration::from_millis(100));
+    let mut probe = tokio::time::interval(PROBE_EVERY);
+    let mut heartbeat = tokio::time::interval(refresh);
+    let mut probe_back = Instant::now();
+    let mut probes = 0u64;
+    loop {
+        tokio::select! {
+            msg = stream.next() => {
+                let Some(msg) = msg else {
+                    return "the subscription connection closed".to_owned();
+                };
+                receive(shared, seen, &room_prefix, &all_channel, msg.get_channel_name(), msg.get_payload_bytes(), &mut probe_back);
+            }
+            out = rx.recv() => {
+                let Some(out) = out else { return "backplane closed".to_owned() };
+                if let Err(e) = publish(shared, rx, sent, &room_prefix, &all_channel, &mut conn, out).await {
+                    return e;
+                }
+            }
+            () = shared.changed.notified() => {
+                if let Err(e) = reconcile(shared, &mut sink, &mut conn, &mut subscribed, seen).await {
+                    return e;
+                }
+            }
+            _ = probe.tick() => {
+                if !shared.inbox.get().is_some_and(Inbox::is_open) {
+                    return "hub closed".to_owned();
+                }
+                if probe_back.elapsed() > PROBE_TIMEOUT {
+                    return format!("liveness probe: no answer from Redis in {} s", PROBE_TIMEOUT.as_secs());
+                }
+                probes += 1;
+                let env = envelope(KIND_PROBE, shared.node, probes, 0, b"");
+                let cmd = ::redis::cmd("PUBLISH").arg(&node_channel).arg(&env[..]).to_owned();
+                if let Err(e) = timed(cmd.query_async::<()>(&mut conn)).await {
+                    return format!("probe: {e}");
+                }
+            }
+            _ = heartbeat.tick() => {
+                if let Err(e) = refresh_presence(shared, &mut conn).await {
+                    return e;
+                }
+            }
+        }
+    }
+}
+
+/// Awaits a Redis command under [`COMMAND_TIMEOUT`].
+async fn timed<T>(f: impl Future<Output = ::redis::RedisResult<T>>) -> Result<T, String> {
+    match tokio::time::timeout(COMMAND_TIMEOUT, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("Redis did not answer in time".to_owned()),
+    }
+}
+
+/// Handles one message from the bus.
+fn receive(
+    shared: &Shared,
+    seen: &mut Seen,
+    room_prefix: &str,
+    all_channel: &str,
+    channel: &str,
+    payload: &[u8],
+    probe_back: &mut Instant,
+) {
+    let Some(env) = open_envelope(payload) else {
+        tracing::debug!(channel, "not a wharf envelope: ignored");
+        return;
+    };
+    if env.origin == shared.node {
+        if env.kind == KIND_PROBE {
+            *probe_back = Instant::now();
+        }
+        return;
+    }
+    let target = if channel == all_channel {
+        Target::All
+    } else if let Some(room) = channel.strip_prefix(room_prefix) {
+        Target::Room(room)
+    } else {
+        return;
+    };
+    if env.kind == KIND_PROBE {
+        return;
+    }
+    match seen.check(channel, env.origin, env.seq, env.prev) {
+        Order::Duplicate => {
+            shared.duplicates.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Order::Gap => {
+            shared.gaps.fetch_add(1, Ordering::Relaxed);
+        }
+        Order::Next => {}
+    }
+    let body = Bytes::copy_from_slice(env.payload);
+    let message = if env.kind == KIND_TEXT {
+        match Utf8Bytes::try_from(body) {
+            Ok(text) => Message::Text(text),
+            Err(_) => return,
+        }
+    } else {
+        Message::Binary(body)
+    };
+    if let Some(inbox) = shared.inbox.get() {
+        inbox.deliver(target, message);
+        shared.received.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Sends `first` and whatever else waits (up to [`BATCH`]) in one
+/// pipeline, in queue order.
+async fn publish(
+    shared: &Shared,
+    rx: &mut mpsc::Receiver<Out>,
+    sent: &mut Sent,
+    room_prefix: &str,
+    all_channel: &str,
+    conn: &mut ::redis::aio::MultiplexedConnection,
+    first: Out,
+) -> Result<(), String> {
+    let mut pipe = ::redis::pipe();
+    let mut n = 0u64;
+    let mut next = Some(first);
+    while let Some(out) = next.take() {
+        shared
+            .queued_bytes
+            .fetch_sub(out.message.len(), Ordering::Relaxed);
+        let channel = match &out.room {
+            Some(room) => format!("{room_prefix}{room}"),
+            None => all_channel.to_owned(),
+        };
+        let (seq, prev) = sent.next(&channel);
+        let kind = if out.message.as_text().is_some() {
+            KIND_TEXT
+        } else {
+            KIND_BINARY
+        };
+        let env = envelope(kind, shared.node, seq, prev, out.message.as_bytes());
+        pipe.cmd("PUBLISH").arg(channel).arg(&env[..]).ignore();
+        n += 1;
+        if n < BATCH as u64 {
+            next = rx.try_recv().ok();
+        }
+    }
+    match timed(pipe.query_async::<()>(conn)).await {
+        Ok(()) => {
+            shared.published.fetch_add(n, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => {
+            shared.dropped.fetch_add(n, Ordering::Relaxed);
+            Err(format!("publish: {e}"))
+        }
+    }
+}
+
+/// Brings the subscriptions and presence of the rooms marked dirty up to
+/// date.
+async fn reconcile(
+    shared: &Shared,
+    sink: &mut ::redis::aio::PubSubSink,
+    conn: &mut ::redis::aio::MultiplexedConnection,
+    subscribed: &mut HashSet<String>,
+    seen: &mut Seen,
+) -> Result<(), String> {
+    let changes: Vec<(String, usize)> = {
+        let mut rooms = lock(&shared.rooms);
+        let Rooms { local, dirty } = &mut *rooms;
+        dirty
+            .drain()
+            .map(|room| {
+                let n = local.get(&room).copied().unwrap_or(0);
+                (room, n)
+            })
+            .collect()
+    };
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut join = Vec::new();
+    let mut part = Vec::new();
+    let mut presence = ::redis::pipe();
+    let field = format!("{:016x}", shared.node);
+    let expiry = now_ms() + millis(shared.presence_ttl);
+    for (room, n) in &changes {
+        let channel = format!("{}room:{room}", shared.prefix);
+        let key = format!("{}presence:{room}", shared.prefix);
+        if *n > 0 {
+            if subscribed.insert(channel.clone()) {
+                join.push(channel);
+            }
+            presence
+                .cmd("HSET")
+                .arg(&key)
+                .arg(&field)
+                .arg(format!("{n} {expiry}"))
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(millis(shared.presence_ttl) * 2)
+                .ignore();
+        } else {
+            if subscribed.remove(&channel) {
+                seen.forget(&channel);
+                part.push(channel);
+            }
+            presence.cmd("HDEL").arg(&key).arg(&field).ignore();
+        }
+    }
+    if !join.is_empty() {
+        timed(sink.subscribe(&join[..]))
+            .await
+            .map_err(|e| format!("cannot subscribe: {e}"))?;
+    }
+    if !part.is_empty() {
+        timed(sink.unsubscribe(&part[..]))
+            .await
+            .map_err(|e| format!("cannot unsubscribe: {e}"))?;
+    }
+    timed(presence.query_async::<()>(conn))
+        .await
+        .map_err(|e| format!("presence: {e}"))
+}
+
+/// Refreshes this node's presence in every room it serves.
+async fn refresh_presence(
+    shared: &Shared,
+    conn: &mut ::redis::aio::MultiplexedConnection,
+) -> Result<(), String> {
+    let rooms: Vec<(String, usize)> = lock(&shared.rooms)
+        .local
+        .iter()
+        .map(|(r, n)| (r.clone(), *n))
+        .collect();
+    if rooms.is_empty() {
+        return Ok(());
+    }
+    let field = format!("{:016x}", shared.node);
+    let expiry = now_ms() + millis(shared.presence_ttl);
+    for chunk in rooms.chunks(BATCH) {
+        let mut pipe = ::redis::pipe();
+        for (room, n) in chunk {
+            let key = format!("{}presence:{room}", shared.prefix);
+            pipe.cmd("HSET")
+                .arg(&key)
+                .arg(&field)
+                .arg(format!("{n} {expiry}"))
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
+                .arg(millis(shared.presence_ttl) * 2)
+                .ignore();
+        }
+        timed(pipe.query_async::<()>(conn))
+            .await
+            .map_err(|e| format!("presence: {e}"))?;
+    }
+    Ok(())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_round_trip_and_refuse_garbage() {
+        let b = envelope(KIND_TEXT, 7, 9, 8, b"hi");
+        assert_eq!(b.len(), HEADER + 2);
+        assert_eq!(
+            open_envelope(&b),
+            Some(Envelope {
+                kind: KIND_TEXT,
+                origin: 7,
+                seq: 9,
+                prev: 8,
+                payload: b"hi"
+            })
+        );
+        assert_eq!(open_envelope(&b[..HEADER - 1]), None);
+        let mut bad = b.to_vec();
+        bad[0] = 2;
+        assert_eq!(open_envelope(&bad), None);
+        bad[0] = VERSION;
+        bad[1] = 9;
+        assert_eq!(open_envelope(&bad), None);
+    }
+
+    #[test]
+    fn sequences_find_duplicates_and_gaps_per_channel_and_origin() {
+        let mut sent = Sent::default();
+        let mut seen = Seen::default();
+        let a1 = sent.next("a");
+        let b1 = sent.next("b");
+        let a2 = sent.next("a");
+        assert_eq!(a1, (1, 0));
+        assert_eq!(b1, (2, 0));
+        assert_eq!(a2, (3, 1));
+        assert_eq!(seen.check("a", 5, a1.0, a1.1), Order::Next);
+        assert_eq!(seen.check("a", 5, a2.0, a2.1), Order::Next);
+        assert_eq!(seen.check("a", 5, a2.0, a2.1), Order::Duplicate);
+        assert_eq!(seen.check("a", 6, a1.0, a1.1), Order::Next);
+        // "b" first seen at its second message: no gap can be told.
+        let b2 = sent.next("b");
+        assert_eq!(seen.check("b", 5, b2.0, b2.1), Order::Next);
+        let _lost = sent.next("a");
+        let a4 = sent.next("a");
+        assert_eq!(seen.check("a", 5, a4.0, a4.1), Order::Gap);
+        seen.forget("a");
+        assert_eq!(seen.check("a", 5, a4.0, a4.1), Order::Next);
+    }
+
+    #[test]
+    fn presence_values_parse() {
+        assert_eq!(parse_presence("3 1700"), Some((3, 1700)));
+        assert_eq!(parse_presence("x 1"), None);
+        assert_eq!(parse_presence("3"), None);
+    }
+}

@@ -43,6 +43,7 @@ use crate::close::{CloseCode, CloseFrame};
 use crate::deflate::{Codec, Decoder, DeflateParams};
 use crate::error::ProtocolError;
 use crate::frame::{FrameHeader, OpCode, Transmit};
+use crate::legacy::Draft;
 use crate::limits::Limits;
 use crate::mask;
 use crate::message::{Message, Utf8Bytes};
@@ -105,6 +106,10 @@ pub enum SendError {
     /// The close code may not be sent (1005, 1006, 1015 or out of range).
     #[error("close code {0} may not be sent")]
     CodeNotSendable(CloseCode),
+    /// A binary, ping or pong message on a legacy-draft connection
+    /// ([`Connection::with_legacy`]): the drafts carry text only.
+    #[error("a legacy-draft connection carries text messages only")]
+    NotInDraft,
 }
 
 /// Where a client's masking keys come from.
@@ -126,6 +131,8 @@ pub struct Connection {
     defer_inflation: bool,
     /// An `Inflation` is out: `receive` waits for `finish_inflation`.
     inflating: bool,
+    /// The pre-standard draft this connection speaks instead of RFC 6455.
+    legacy: Option<Draft>,
     expired: Option<Expired>,
     limits: Caps,
     timeouts: timer::Limits,
@@ -309,6 +316,7 @@ impl Connection {
             stopped: false,
             defer_inflation: false,
             inflating: false,
+            legacy: None,
             expired: None,
             limits: Caps::new(limits),
             timeouts: timer::Limits::default(),
@@ -441,6 +449,25 @@ impl Connection {
         self
     }
 
+    /// Speaks a pre-standard draft (hixie-75 or -76, see [`crate::legacy`])
+    /// instead of RFC 6455: its framing in and out, its closing handshake
+    /// (-76) or none (-75). Everything else is the same: limits, UTF-8
+    /// checks, events, deadlines (but keepalive sends no ping: silence for
+    /// the keepalive interval and its timeout closes the connection), the
+    /// rate limit. Not with permessage-deflate.
+    #[must_use]
+    pub fn with_legacy(mut self, draft: Draft) -> Self {
+        self.legacy = Some(draft);
+        self.rsv_allowed = 0;
+        self.deflate = None;
+        self
+    }
+
+    /// The legacy draft this connection speaks, if not RFC 6455.
+    pub fn legacy(&self) -> Option<Draft> {
+        self.legacy
+    }
+
     /// The permessage-deflate parameters in force, as agreed in the
     /// handshake, if negotiated.
     pub fn deflate(&self) -> Option<&DeflateParams> {
@@ -512,6 +539,10 @@ impl Connection {
     /// this much room left in its buffer before the next read receives the
     /// frame without moving it.
     pub fn input_needed(&self) -> usize {
+        if self.legacy.is_some() {
+            // Legacy frames are read to their end byte, or discarded.
+            return 0;
+        }
         self.frame
             .as_ref()
             .map_or(0, |f| (f.len - f.processed) as usize)
@@ -545,7 +576,11 @@ impl Connection {
             self.stopped = true;
             return Ok(());
         }
-        match self.receive_frames(buf) {
+        let received = match self.legacy {
+            None => self.receive_frames(buf),
+            Some(draft) => self.receive_legacy(buf, draft),
+        };
+        match received {
             Ok(()) => Ok(()),
             Err(e) => {
                 buf.clear();
@@ -732,7 +767,10 @@ impl Connection {
                 let _ = self.close(CloseCode::GOING_AWAY, "keepalive timeout");
             } else {
                 clock.pinged = true;
-                let _ = self.ping(Bytes::new());
+                if self.legacy.is_none() {
+                    // The drafts have no ping: their silence is only timed.
+                    let _ = self.ping(Bytes::new());
+                }
             }
         }
     }
@@ -783,6 +821,13 @@ impl Connection {
         }
         if self.state != State::Open {
             return Err(SendError::Closed);
+        }
+        if self.legacy.is_some() {
+            if opcode != OpCode::Text {
+                return Err(SendError::NotInDraft);
+            }
+            self.push(Transmit::legacy_text(&payload));
+            return Ok(());
         }
         let t = match self.deflate.as_mut() {
             Some(codec)
@@ -844,7 +889,11 @@ impl Connection {
             return Err(SendError::Closed);
         }
         self.send_close(&CloseFrame::new(code, reason));
-        self.state = State::Closing;
+        self.state = match self.legacy {
+            // No closing handshake: the transport's end is the close.
+            Some(Draft::Hixie75) => State::Closed,
+            _ => State::Closing,
+        };
         Ok(())
     }
 
@@ -1127,6 +1176,11 @@ impl Connection {
     }
 
     fn send_close(&mut self, frame: &CloseFrame) {
+        match self.legacy {
+            None => {}
+            Some(Draft::Hixie76) => return self.push(Transmit::legacy_close()),
+            Some(Draft::Hixie75) => return,
+        }
         let t = self.encode(OpCode::Close, frame.encode());
         self.push(t);
     }
@@ -1156,6 +1210,8 @@ impl Connection {
         self.transmits.push_back(t);
     }
 }
+
+mod hixie;
 
 fn is_pong(t: &Transmit) -> bool {
     t.header()[0] & 0x0f == 0xa

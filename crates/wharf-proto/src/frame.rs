@@ -9,6 +9,7 @@ use bytes::Bytes;
 
 use crate::deflate::{self, DeflateParams};
 use crate::error::ProtocolError;
+use crate::legacy;
 use crate::mask;
 use crate::message::Message;
 
@@ -266,6 +267,39 @@ impl Transmit {
         Self::with_header(header, masked.into())
     }
 
+    /// Encodes a text message as a legacy draft's frame (`0x00`, the text,
+    /// `0xFF`; see [`crate::legacy`]), for every legacy receiver of a
+    /// broadcast. `None` for any other message: the drafts cannot carry
+    /// binary data, and have no ping or pong.
+    pub fn legacy(message: &Message) -> Option<Self> {
+        match message {
+            Message::Text(t) => Some(Self::legacy_text(t.as_bytes())),
+            _ => None,
+        }
+    }
+
+    /// A legacy draft's text frame around `text` (which must be UTF-8).
+    pub(crate) fn legacy_text(text: &[u8]) -> Self {
+        Self::raw(&[0x00], legacy::text_payload(text))
+    }
+
+    /// The closing handshake frame of draft-hixie-76: `0xFF 0x00`.
+    pub fn legacy_close() -> Self {
+        Self::raw(&[0xff, 0x00], Bytes::new())
+    }
+
+    /// A frame from raw header bytes (at most [`MAX_HEADER_LEN`]).
+    fn raw(header: &[u8], payload: Bytes) -> Self {
+        let mut buf = [0u8; MAX_HEADER_LEN];
+        let n = header.len().min(MAX_HEADER_LEN);
+        buf[..n].copy_from_slice(&header[..n]);
+        Self {
+            header: buf,
+            header_len: n as u8,
+            payload,
+        }
+    }
+
     /// Pairs an explicit header with its (already masked, if masked) payload.
     pub fn with_header(header: FrameHeader, payload: Bytes) -> Self {
         let mut buf = [0u8; MAX_HEADER_LEN];
@@ -292,7 +326,7 @@ impl Transmit {
         usize::from(self.header_len) + self.payload.len()
     }
 
-    /// Always false: a frame has at least a two-byte header.
+    /// Always false: a frame has at least a one-byte header.
     pub fn is_empty(&self) -> bool {
         false
     }

@@ -32,7 +32,9 @@
 //!
 //! permessage-deflate (RFC 7692) is built in: negotiate it with
 //! [`Handshake::negotiate_deflate`] and turn it on with
-//! [`Connection::with_deflate`]. There are no cargo features.
+//! [`Connection::with_deflate`]. The seed's pre-standard drafts (hixie-75
+//! and -76) are in [`legacy`], opt-in: [`Connection::with_legacy`]. There
+//! are no cargo features.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -43,6 +45,7 @@ pub mod deflate;
 mod error;
 pub mod frame;
 pub mod handshake;
+pub mod legacy;
 mod limits;
 pub mod mask;
 mod message;
@@ -56,6 +59,7 @@ pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::ProtocolError;
 pub use frame::{OpCode, Transmit};
 pub use handshake::{Handshake, Reject};
+pub use legacy::{Draft, LegacyHandshake};
 pub use limits::Limits;
 pub use message::{Message, Utf8Bytes};
 pub use rate::{RateAction, RateLimit, RateLimiter};

@@ -4,7 +4,10 @@
 //! everyone gets `Connection Closed: <id>`. Every event is logged, ready-state
 //! changes included. Ctrl-C shuts down gracefully (close 1001 to everyone).
 //!
-//! `cargo run -p wharf --example chat -- --listen 127.0.0.1:3400`
+//! With `--legacy-drafts`, clients of the seed's drafts (hixie-75, -76) join
+//! the same room as RFC 6455 clients, as in the seed's own chat.
+//!
+//! `cargo run -p wharf --example chat -- --listen 127.0.0.1:3400 [--legacy-drafts]`
 
 use http::{HeaderValue, Response, header};
 use wharf::{Body, Server};
@@ -18,7 +21,8 @@ async fn main() -> anyhow::Result<()> {
         .skip_while(|a| a != "--listen")
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:3400".into());
-    let server = Server::new();
+    let legacy = std::env::args().any(|a| a == "--legacy-drafts");
+    let server = Server::new().legacy_drafts(legacy);
     let hub = server.hub();
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     tracing::info!(%listen, "chat server listening");
@@ -34,7 +38,8 @@ async fn main() -> anyhow::Result<()> {
             let hub = hub.clone();
             async move {
                 let id = conn.id();
-                tracing::info!(id, peer = %conn.peer_addr(), "new connection");
+                let draft = conn.legacy_draft().map_or("rfc6455", |d| d.name());
+                tracing::info!(id, peer = %conn.peer_addr(), draft, "new connection");
                 let mut states = conn.state_changes();
                 tokio::spawn(async move {
                     while states.changed().await.is_ok() {

@@ -2,7 +2,11 @@
 //! messages are echoed and logged (their length and a short prefix), and a
 //! text message `kill` closes the connection normally.
 //!
-//! `cargo run -p wharf --example echo -- --listen 127.0.0.1:3400`
+//! With `--legacy-drafts` it also answers the seed's own clients, which
+//! speak draft-hixie-75 (the seed's first server) or -76, as that server
+//! does: every message echoed, `kill` closes.
+//!
+//! `cargo run -p wharf --example echo -- --listen 127.0.0.1:3400 [--legacy-drafts]`
 
 use http::{HeaderValue, Response, header};
 use wharf::{Body, CloseCode, Message, Server};
@@ -14,7 +18,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let listen = listen_arg().unwrap_or_else(|| "127.0.0.1:3400".into());
     tracing::info!(%listen, "echo server listening");
+    let legacy = std::env::args().any(|a| a == "--legacy-drafts");
     Server::new()
+        .legacy_drafts(legacy)
         .on_request(|_req| async {
             let mut res = Response::new(Body::from("okay"));
             res.headers_mut()
@@ -22,7 +28,8 @@ async fn main() -> anyhow::Result<()> {
             res
         })
         .on_connection(|mut conn| async move {
-            tracing::info!(id = conn.id(), peer = %conn.peer_addr(), "open");
+            let draft = conn.legacy_draft().map_or("rfc6455", |d| d.name());
+            tracing::info!(id = conn.id(), peer = %conn.peer_addr(), draft, "open");
             while let Some(msg) = conn.recv().await {
                 // Its length and a short prefix: a log line costs the
                 // same whatever a client sends.

@@ -40,6 +40,11 @@ pub enum SendError {
     /// The close code may not be sent.
     #[error("this close code may not be sent")]
     CodeNotSendable,
+    /// A binary message to a connection in a legacy draft
+    /// ([`Client::legacy_draft`](crate::Client::legacy_draft)), which
+    /// carries text only; counted as skipped.
+    #[error("a legacy-draft connection carries text messages only")]
+    NotInDraft,
 }
 
 impl From<wharf_proto::SendError> for SendError {
@@ -47,6 +52,7 @@ impl From<wharf_proto::SendError> for SendError {
         match e {
             wharf_proto::SendError::ControlTooLong => Self::ControlTooLong,
             wharf_proto::SendError::CodeNotSendable(_) => Self::CodeNotSendable,
+            wharf_proto::SendError::NotInDraft => Self::NotInDraft,
             _ => Self::Closed,
         }
     }

@@ -10,6 +10,7 @@ mod forwarded;
 mod fuzz_seeds;
 mod head;
 mod hub;
+mod legacy;
 mod listener;
 mod policy;
 mod proxy_protocol;
@@ -46,7 +47,7 @@ pub use server::Server;
 pub use stats::{Snapshot, Stats};
 pub use upgrade::{PendingConnection, Refuse, Upgrade, upgrade};
 pub use wharf_proto::{
-    CloseCode, CloseFrame, DeflateConfig, DeflateParams, Limits, Message, ProtocolError,
+    CloseCode, CloseFrame, DeflateConfig, DeflateParams, Draft, Limits, Message, ProtocolError,
     RateAction, RateLimit, RateLimiter, Utf8Bytes,
 };
 pub use {http, hyper::body::Incoming};

@@ -30,7 +30,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use wharf_proto::{CloseCode, DeflateConfig, DeflateParams, Handshake, Limits, handshake};
+use wharf_proto::{CloseCode, DeflateConfig, DeflateParams, Draft, Handshake, Limits, handshake};
 
 use crate::body::Body;
 use crate::caps::{self, AcceptErrors, Caps, Full, HttpSlot, Slot};
@@ -40,13 +40,12 @@ use crate::error::Error;
 use crate::forwarded::{self, Cidr, ForwardedHeader, Remote};
 use crate::head::{self, Head, Prefixed};
 use crate::hub::Hub;
+use crate::legacy::{self, Challenge, Opening};
 use crate::listener::{Io, Listener, Stream};
 use crate::policy::{Hosts, Origins};
 use crate::proxy_protocol;
 use crate::stats::{Counters, Stats};
-use crate::upgrade::{
-    PendingConnection, Refuse, Upgrade, add_headers, is_addable, validate, validate_parts,
-};
+use crate::upgrade::{PendingConnection, Refuse, Upgrade, add_headers, is_addable, validate};
 use crate::worker::Workers;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -92,6 +91,7 @@ pub struct Server {
     on_request: RequestHandler,
     on_upgrade: Option<UpgradeHandler>,
     on_connection: ConnectionHandler,
+    legacy_drafts: bool,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::Tls>,
 }
@@ -137,9 +137,20 @@ impl Server {
             on_connection: Arc::new(|mut conn| {
                 Box::pin(async move { while conn.recv().await.is_some() {} })
             }),
+            legacy_drafts: false,
             #[cfg(feature = "tls")]
             tls: None,
         }
+    }
+
+    /// Also accepts the seed's pre-standard drafts, hixie-75 and hixie-76
+    /// (default off; see [`crate::docs::legacy`]): their clients become
+    /// ordinary connections, in the same hub and rooms, that carry text
+    /// only. Off, a legacy handshake is refused with `426` and a reason.
+    #[must_use]
+    pub fn legacy_drafts(mut self, on: bool) -> Self {
+        self.legacy_drafts = on;
+        self
     }
 
     /// The hub of this server's connections (the seed's `server.clients`).
@@ -577,6 +588,8 @@ impl Server {
             data: http::Extensions::new(),
             deflate,
             response_headers: http::HeaderMap::new(),
+            legacy: None,
+            challenge: None,
         };
         let settings = self.settings.clone();
         let inner = Box::pin(async move {
@@ -585,6 +598,16 @@ impl Server {
             Ok(conn.expect("a connection without a handler is returned"))
         });
         Ok((response, PendingConnection { inner }))
+    }
+
+    /// Whether this server's connections are TLS (a legacy `101` names
+    /// `wss://` then).
+    fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        if self.tls.is_some() {
+            return true;
+        }
+        false
     }
 
     /// The first subprotocol the client offered that this server speaks.
@@ -744,6 +767,8 @@ impl Server {
             .header_read_timeout(self.handshake_timeout)
             .max_headers(head::MAX_HEADERS)
             .max_header_size(head::MAX_HEAD)
+            // -75 clients compare the `101`'s first lines byte for byte.
+            .title_case_headers(self.legacy_drafts)
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         tokio::pin!(conn);
@@ -785,7 +810,7 @@ impl Server {
         self: Arc<Self>,
         mut stream: Stream<S>,
         req: Request<()>,
-        rest: BytesMut,
+        mut rest: BytesMut,
         peer: SocketAddr,
         socket: SocketAddr,
     ) -> Option<Task<Stream<S>>> {
@@ -810,10 +835,21 @@ impl Server {
                 meta.slot = Some(slot);
                 let mut out = Vec::with_capacity(256);
                 let protocol = meta.protocol.as_deref();
-                answer
-                    .hs
-                    .write_response(protocol, answer.extensions.as_ref(), &mut out);
-                write_extra_headers(&mut out, &meta.response_headers);
+                match &answer.hs {
+                    Opening::Rfc6455(hs) => {
+                        hs.write_response(protocol, answer.extensions.as_ref(), &mut out);
+                        write_extra_headers(&mut out, &meta.response_headers);
+                    }
+                    Opening::Legacy(hs) => {
+                        let deadline = Instant::now() + self.handshake_timeout;
+                        let key3 = match hs.body_len() {
+                            0 => None,
+                            _ => Some(legacy::read_key3(&mut stream, &mut rest, deadline).await?),
+                        };
+                        let extra = legacy::addable(&meta.response_headers);
+                        hs.write_response(self.is_tls(), protocol, &extra, key3.as_ref(), &mut out);
+                    }
+                }
                 stream.write_all(&out).await.ok()?;
                 // A transport that buffers (TLS) sends it now.
                 stream.flush().await.ok()?;
@@ -936,9 +972,12 @@ impl Server {
             Decision::Refuse(refuse) => closing(refuse.into_response()),
             Decision::Accept(answer, mut meta) => {
                 meta.slot = Some(slot);
-                let mut response = answer
-                    .hs
-                    .response(meta.protocol.as_deref(), answer.extensions.as_ref());
+                let protocol = meta.protocol.as_deref();
+                let mut response = match &answer.hs {
+                    Opening::Rfc6455(hs) => hs.response(protocol, answer.extensions.as_ref()),
+                    Opening::Legacy(hs) => legacy::hyper_response(hs, self.is_tls(), protocol),
+                };
+                meta.challenge = Challenge::owed(&answer.hs, self.handshake_timeout);
                 add_headers(response.headers_mut(), meta.response_headers.clone());
                 // This task lives only until hyper hands the socket back;
                 // the connection then gets a task of its own, sized for what
@@ -961,7 +1000,7 @@ impl Server {
     /// and what the connection will know, or the refusal (counted).
     async fn decide(&self, parts: http::request::Parts, remote: Remote) -> Decision {
         let peer = remote.addr();
-        let hs = match validate_parts(&parts) {
+        let hs = match Opening::validate(&parts, self.legacy_drafts) {
             Ok(hs) => hs,
             Err(refusal) => {
                 tracing::debug!(%peer, status = %refusal.status, reason = %refusal.reason, "handshake refused");
@@ -985,10 +1024,11 @@ impl Server {
                 .refused(refusal.status.as_u16(), &refusal.reason);
             return Decision::Refuse(refusal);
         }
+        let offered = hs.offered();
         let mut up = Upgrade {
             remote,
-            protocol: self.choose_protocol(&hs),
-            offered: hs.protocols().to_vec(),
+            protocol: offered.iter().find(|p| self.protocols.contains(p)).cloned(),
+            offered,
             parts,
             data: http::Extensions::new(),
             response_headers: http::HeaderMap::new(),
@@ -1006,7 +1046,10 @@ impl Server {
                 }
             };
         }
-        let (extensions, deflate) = self.negotiate(&hs);
+        let (extensions, deflate) = match &hs {
+            Opening::Rfc6455(hs) => self.negotiate(hs),
+            Opening::Legacy(_) => (None, None),
+        };
         let meta = Meta {
             remote: Some(up.remote),
             slot: None,
@@ -1016,6 +1059,8 @@ impl Server {
             data: up.data,
             deflate,
             response_headers: up.response_headers,
+            legacy: hs.draft(),
+            challenge: None,
         };
         Decision::Accept(Answer { hs, extensions }, meta)
     }
@@ -1033,7 +1078,7 @@ enum Decision {
 
 /// What the `101` is made from (with the subprotocol, in `Meta`).
 struct Answer {
-    hs: Handshake,
+    hs: Opening,
     extensions: Option<HeaderValue>,
 }
 
@@ -1050,6 +1095,10 @@ struct Meta {
     deflate: Option<DeflateParams>,
     /// Added to the `101` by the upgrade hook.
     response_headers: http::HeaderMap,
+    /// The pre-standard draft the connection speaks, if any.
+    legacy: Option<Draft>,
+    /// A -76 answer owed once hyper hands the socket back.
+    challenge: Option<Box<Challenge>>,
 }
 
 /// Writes the upgrade hook's headers into a `101` that
@@ -1117,9 +1166,17 @@ fn start_io<I: Io>(
     io: I,
     read_buf: BytesMut,
     socket_peer: Option<SocketAddr>,
-    meta: Meta,
+    mut meta: Meta,
     handler: Option<&ConnectionHandler>,
 ) -> Option<Connection> {
+    if let Some(challenge) = meta.challenge.take() {
+        let (settings, handler) = (settings.clone(), handler.cloned());
+        tokio::spawn(async move {
+            let (io, rest) = legacy::answer(io, read_buf, &challenge).await?;
+            start_io(&settings, io, rest, socket_peer, meta, handler.as_ref())
+        });
+        return None;
+    }
     let peer = meta.remote.as_ref().map(Remote::addr).or(socket_peer);
     let (shared, handler, conn) = open(settings, peer, meta, handler);
     tokio::spawn(Task::new(Driver::new(io, shared, read_buf), handler));
@@ -1148,6 +1205,11 @@ fn open(
     if let Some(params) = meta.deflate {
         proto = proto.with_deflate(params);
     }
+    if let Some(draft) = meta.legacy {
+        proto = proto.with_legacy(draft);
+        let version = usize::from(draft == Draft::Hixie76);
+        Counters::add(&settings.stats.counters().connections_legacy[version], 1);
+    }
     let peer = peer.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     tracing::debug!(%peer, target = &*meta.target, "connection open");
     let socket = meta.remote.as_ref().map(Remote::socket_addr);
@@ -1161,7 +1223,8 @@ fn open(
         meta.deflate,
         socket.filter(|s| *s != peer),
         counted,
-    );
+    )
+    .with_legacy(meta.legacy);
     let id = settings.hub.next_id(settings.hub.current_shard());
     let shared = Arc::new(Shared::new(proto, id, info, settings.clone()));
     let client = Client::new(shared.clone());

@@ -34,6 +34,9 @@ pub(crate) struct Counters {
     pub(crate) handler_panics: AtomicU64,
     pub(crate) rate_limited: AtomicU64,
     pub(crate) rate_limit_closes: AtomicU64,
+    /// Connections accepted in hixie-75 and hixie-76 (see `crate::legacy`).
+    pub(crate) connections_legacy: [AtomicU64; 2],
+    pub(crate) legacy_binary_skipped: AtomicU64,
     pub(crate) refusals: Mutex<BTreeMap<(u16, String), u64>>,
 }
 
@@ -72,6 +75,14 @@ pub struct Snapshot {
     /// Connections closed with 1008 for exceeding the rate limit (also
     /// counted in `protocol_errors`).
     pub rate_limit_closes: u64,
+    /// Of `connections_total`, those in draft hixie-75
+    /// ([`Server::legacy_drafts`](crate::Server::legacy_drafts)).
+    pub connections_hixie75: u64,
+    /// Of `connections_total`, those in draft hixie-76.
+    pub connections_hixie76: u64,
+    /// Binary messages not sent to legacy-draft connections, which cannot
+    /// carry them (a broadcast counts once per such receiver).
+    pub legacy_binary_skipped: u64,
     /// Refused upgrades, by status and reason.
     pub refusals: BTreeMap<(u16, String), u64>,
 }
@@ -95,6 +106,9 @@ impl Stats {
             handler_panics: get(&c.handler_panics),
             rate_limited: get(&c.rate_limited),
             rate_limit_closes: get(&c.rate_limit_closes),
+            connections_hixie75: get(&c.connections_legacy[0]),
+            connections_hixie76: get(&c.connections_legacy[1]),
+            legacy_binary_skipped: get(&c.legacy_binary_skipped),
             refusals: c.refusals.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }

@@ -243,7 +243,7 @@ pub(crate) fn validate_parts(parts: &Parts) -> Result<Handshake, Refuse> {
 /// What wharf asks of an upgrade request beyond RFC 6455: no body (`400`),
 /// since the bytes after the head are frames, and a target the connection
 /// can keep (`414` past [`MAX_TARGET`](crate::head::MAX_TARGET)).
-fn check_bounds(uri: &Uri, headers: &HeaderMap) -> Result<(), Refuse> {
+pub(crate) fn check_bounds(uri: &Uri, headers: &HeaderMap) -> Result<(), Refuse> {
     let body = headers.contains_key(header::TRANSFER_ENCODING)
         || headers
             .get_all(header::CONTENT_LENGTH)

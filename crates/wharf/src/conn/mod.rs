@@ -20,7 +20,7 @@ use std::task::{Poll, Waker};
 use http::{Extensions, HeaderMap};
 use tokio::sync::watch;
 use wharf_proto::{
-    CloseCode, CloseFrame, DeflateParams, Event, Message, ProtocolError, State, Transmit,
+    CloseCode, CloseFrame, DeflateParams, Draft, Event, Message, ProtocolError, State, Transmit,
 };
 
 use crate::error::{Disconnect, SendError};
@@ -74,6 +74,8 @@ pub(crate) struct Info {
     protocol_at: u32,
     /// Counted under the server's connection caps until its task ends.
     counted: bool,
+    /// The pre-standard draft spoken, if not RFC 6455 (in padding).
+    legacy: Option<Draft>,
     /// What most connections lack, in one block allocated only for those
     /// that have some of it.
     extras: Option<Box<Extras>>,
@@ -162,6 +164,7 @@ impl Info {
             text: text.into_boxed_str(),
             protocol_at,
             counted,
+            legacy: None,
             extras: (headers.is_some()
                 || !data.is_empty()
                 || deflate.is_some()
@@ -187,6 +190,12 @@ impl Info {
             .as_ref()
             .and_then(|e| e.socket)
             .unwrap_or_else(|| self.peer())
+    }
+
+    /// Marks a connection that speaks a legacy draft.
+    pub(crate) fn with_legacy(mut self, draft: Option<Draft>) -> Self {
+        self.legacy = draft;
+        self
     }
 
     /// Whether the connection is counted under the connection caps.
@@ -341,6 +350,16 @@ impl Shared {
     /// The coarse timer of this connection's worker.
     pub(crate) fn wheel(&self) -> &Arc<wheel::Wheel> {
         self.settings.hub.wheel(self.id)
+    }
+
+    /// The legacy draft the connection speaks, if not RFC 6455.
+    pub(crate) fn legacy(&self) -> Option<Draft> {
+        self.info.legacy
+    }
+
+    /// Counts a binary message not sent to this legacy-draft connection.
+    pub(crate) fn skipped(&self) {
+        Counters::add(&self.stats().legacy_binary_skipped, 1);
     }
 
     pub(crate) fn stats(&self) -> &Counters {
@@ -577,7 +596,18 @@ impl Client {
         self.shared.deflate()
     }
 
+    /// The pre-standard draft (hixie-75 or -76) this connection speaks, if
+    /// not RFC 6455 ([`Server::legacy_drafts`](crate::Server::legacy_drafts)):
+    /// it carries text messages only.
+    pub fn legacy_draft(&self) -> Option<Draft> {
+        self.shared.legacy()
+    }
+
     fn send_with(&self, message: Message, compress: bool) -> Result<(), SendError> {
+        if self.shared.legacy().is_some() && !matches!(message, Message::Text(_)) {
+            self.shared.skipped();
+            return Err(SendError::NotInDraft);
+        }
         let mut inner = self.shared.lock();
         if inner.ended.is_some() {
             // Reset or timed out: the core never saw a close.

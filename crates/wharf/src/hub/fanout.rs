@@ -20,6 +20,8 @@ pub(crate) struct Frames {
     message: Message,
     plain: Transmit,
     deflated: Mutex<Vec<(DeflateKey, Option<Transmit>)>>,
+    /// For hixie-75/76 receivers (binary skipped, counted).
+    legacy: super::legacy::LegacyFrame,
 }
 
 impl Frames {
@@ -28,6 +30,7 @@ impl Frames {
             plain: Transmit::message(message.clone()),
             message,
             deflated: Mutex::new(Vec::new()),
+            legacy: super::legacy::LegacyFrame::default(),
         }
     }
 
@@ -62,6 +65,7 @@ impl Frames {
         for client in receivers {
             let shared = client.shared();
             let sent = match shared.deflate() {
+                _ if shared.legacy().is_some() => self.legacy.send(shared, &self.message),
                 None => shared.send_encoded(self.plain.clone()),
                 Some(p) if p.shareable() => {
                     let key = (p.server_max_window_bits, p.level, p.threshold);

@@ -25,6 +25,7 @@
 
 pub(crate) mod backplane;
 mod fanout;
+mod legacy;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -12,6 +12,7 @@ mod http;
 mod http_limits;
 mod hub;
 mod keepalive;
+mod legacy;
 mod limits;
 mod policy;
 mod protocol;

@@ -135,6 +135,12 @@ pub struct Settings {
     #[arg(long, env = "WHARF_WORKERS", value_name = "N", value_parser = parse_count)]
     pub workers: Option<usize>,
 
+    /// Also accept the seed's pre-standard drafts, hixie-75 and hixie-76:
+    /// text only, no masking, a weaker handshake (see docs/LEGACY.md)
+    /// [default: false]
+    #[arg(long, env = "WHARF_LEGACY_DRAFTS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub legacy_drafts: Option<bool>,
+
     /// How long a client may take to send its request head [default: 10s]
     #[arg(long, env = "WHARF_HANDSHAKE_TIMEOUT", value_name = "DURATION", value_parser = parse_timeout)]
     pub handshake_timeout: Option<Duration>,
@@ -278,6 +284,8 @@ pub struct Config {
     /// Worker threads; zero means one per available CPU (see
     /// [`Config::worker_count`]).
     pub workers: usize,
+    /// Whether hixie-75 and hixie-76 clients are accepted.
+    pub legacy_drafts: bool,
     /// How long a client may take to send its request head.
     pub handshake_timeout: Duration,
     /// How long the close handshake may take.
@@ -323,6 +331,7 @@ impl Default for Config {
             slow_client: SlowClientPolicy::Close,
             deflate: DeflateMode::Shared,
             workers: 0,
+            legacy_drafts: false,
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(30),
@@ -424,6 +433,7 @@ const KEYS: &[&str] = &[
     "slow-client",
     "deflate",
     "workers",
+    "legacy-drafts",
     "handshake-timeout",
     "close-timeout",
     "write-timeout",
@@ -618,6 +628,15 @@ impl Config {
                         Some(string(value, &name, parse_enum::<DeflateMode>).map_err(at)?);
                 }
                 "workers" => settings.workers = Some(count(value).map_err(at)?),
+                "legacy-drafts" => match value.get_ref() {
+                    DeValue::Boolean(b) => settings.legacy_drafts = Some(*b),
+                    other => {
+                        return Err(at(format!(
+                            "expected true or false, found {}",
+                            other.type_str()
+                        )));
+                    }
+                },
                 "handshake-timeout" => {
                     settings.handshake_timeout = Some(duration(value, parse_timeout).map_err(at)?);
                 }
@@ -701,6 +720,7 @@ impl Config {
             slow_client,
             deflate,
             workers,
+            legacy_drafts,
             handshake_timeout,
             close_timeout,
             write_timeout,
@@ -735,6 +755,7 @@ impl Config {
         set(&mut self.slow_client, slow_client);
         set(&mut self.deflate, deflate);
         set(&mut self.workers, workers);
+        set(&mut self.legacy_drafts, legacy_drafts);
         set(&mut self.handshake_timeout, handshake_timeout);
         set(&mut self.close_timeout, close_timeout);
         set(&mut self.write_timeout, write_timeout);
@@ -800,6 +821,7 @@ impl Config {
             ),
             n => line("workers", n.to_string()),
         }
+        line("legacy-drafts", self.legacy_drafts.to_string());
         line(
             "handshake-timeout",
             quote(&fmt_duration(self.handshake_timeout)),
@@ -1273,8 +1295,22 @@ mod tests {
     }
 
     #[test]
+    fn legacy_drafts_one_name_three_ways() {
+        assert!(!Config::default().legacy_drafts, "off by default");
+        let s = file("legacy-drafts = true\n").unwrap();
+        assert_eq!(s.legacy_drafts, Some(true));
+        let e = file("legacy-drafts = \"yes\"\n").unwrap_err();
+        assert_eq!(e.key(), Some("legacy-drafts"));
+        let cli = Cli::try_parse_from(["wharf", "--legacy-drafts"]).unwrap();
+        assert!(Config::load(&cli).unwrap().legacy_drafts);
+        let cli = Cli::try_parse_from(["wharf", "--legacy-drafts", "false"]).unwrap();
+        assert!(!Config::load(&cli).unwrap().legacy_drafts);
+    }
+
+    #[test]
     fn printed_config_reads_back() {
         let c = Config {
+            legacy_drafts: true,
             ping_interval: Duration::ZERO,
             close_timeout: Duration::from_millis(1500),
             static_dir: Some(PathBuf::from("/srv/www")),

@@ -254,6 +254,7 @@ fn configure(server: Server, config: &Config, app: Arc<App>) -> Server {
     let mut server = server
         .limits(limits)
         .max_backpressure(config.max_backpressure)
+        .legacy_drafts(config.legacy_drafts)
         .slow_client(slow_client)
         .deflate(match config.deflate {
             DeflateMode::Off => None,

@@ -109,11 +109,31 @@ pub(crate) fn render(s: &Snapshot, hub: &Hub) -> String {
         s.rate_limit_closes,
     );
     metric(
+        "wharf_legacy_binary_skipped_total",
+        "counter",
+        "Binary messages not sent to hixie-75/76 connections, which carry text only.",
+        s.legacy_binary_skipped,
+    );
+    metric(
         "wharf_rooms",
         "gauge",
         "Chat rooms with at least one member.",
         hub.rooms().len() as u64,
     );
+    let name = "wharf_connections_by_version_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} WebSocket connections accepted since start, by protocol version."
+    );
+    let _ = writeln!(out, "# TYPE {name} counter");
+    let legacy = s.connections_hixie75 + s.connections_hixie76;
+    for (version, n) in [
+        ("rfc6455", s.connections_total.saturating_sub(legacy)),
+        ("hixie-76", s.connections_hixie76),
+        ("hixie-75", s.connections_hixie75),
+    ] {
+        let _ = writeln!(out, "{name}{{version=\"{version}\"}} {n}");
+    }
     let name = "wharf_handshake_refusals_total";
     let _ = writeln!(
         out,
@@ -226,6 +246,8 @@ mod tests {
             "wharf_slow_client_drops_total",
             "wharf_rate_limited_total",
             "wharf_rate_limit_closes_total",
+            "wharf_connections_by_version_total",
+            "wharf_legacy_binary_skipped_total",
             "wharf_rooms",
         ] {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");

@@ -216,3 +216,14 @@ fn help_documents_every_setting() {
         assert!(help.contains(flag), "{flag} not in --help");
     }
 }
+
+#[test]
+fn legacy_drafts_from_the_environment_and_the_command_line() {
+    let off = stdout(&wharf(&["--print-config"], &[]));
+    assert!(off.contains("legacy-drafts = false\n"), "{off}");
+    let env = [("WHARF_LEGACY_DRAFTS", "true")];
+    let on = stdout(&wharf(&["--print-config"], &env));
+    assert!(on.contains("legacy-drafts = true\n"), "{on}");
+    let flag = stdout(&wharf(&["--print-config", "--legacy-drafts=false"], &env));
+    assert!(flag.contains("legacy-drafts = false\n"), "{flag}");
+}

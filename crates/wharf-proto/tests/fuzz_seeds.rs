@@ -189,8 +189,51 @@ fn frame_seeds() {
     }
 }
 
+#[test]
+fn legacy_handshake_seeds() {
+    use wharf_proto::Draft;
+    for (name, data) in seeds("legacy_handshake", 10) {
+        let result = legacy_driver::handshake(&data).expect("a seed is not empty");
+        let status = result.as_ref().err().map(|r| r.status.as_u16());
+        match name.split('_').next() {
+            Some("ok75") => assert_eq!(result, Ok(Draft::Hixie75), "{name}"),
+            Some("ok76") => assert_eq!(result, Ok(Draft::Hixie76), "{name}"),
+            Some("rej400") => assert_eq!(status, Some(400), "{name}: {result:?}"),
+            Some("rej405") => assert_eq!(status, Some(405), "{name}: {result:?}"),
+            Some("rej505") => assert_eq!(status, Some(505), "{name}: {result:?}"),
+            Some("not") => assert_eq!(status, Some(426), "{name}: {result:?}"),
+            _ => panic!("seed {name} must start with ok75_, ok76_, rej<status>_ or not_"),
+        }
+    }
+    for (name, data) in inputs("regressions", "legacy_handshake") {
+        legacy_driver::handshake(&data);
+        println!("regression {name} passes");
+    }
+}
+
+#[test]
+fn legacy_framing_seeds() {
+    for (name, data) in seeds("legacy_framing", 10) {
+        let out = legacy_driver::framing(&data).expect("a seed is not empty");
+        match name.split('_').next() {
+            Some("ok") => assert!(
+                out.state == State::Open && out.error.is_none(),
+                "{name}: {out:?}"
+            ),
+            Some("close") => assert!(out.closed_by_peer && out.error.is_none(), "{name}: {out:?}"),
+            Some("err") => assert!(out.error.is_some(), "{name}: {out:?}"),
+            _ => panic!("seed {name} must start with ok_, close_ or err_"),
+        }
+    }
+    for (name, data) in inputs("regressions", "legacy_framing") {
+        legacy_driver::framing(&data);
+        println!("regression {name} passes");
+    }
+}
+
 // The fuzz targets' drivers, shared rather than copied.
 include!("../../../fuzz/common/connection.rs");
 include!("../../../fuzz/common/deflate.rs");
 include!("../../../fuzz/common/frame.rs");
 include!("../../../fuzz/common/handshake.rs");
+include!("../../../fuzz/common/legacy.rs");

@@ -96,3 +96,9 @@ pub mod limits {
     //! The Autobahn conformance server raises the sizes to 16 MiB and the
     //! fragment count to 65,536, which its cases 9.x need.
 }
+
+/// The seed's pre-standard drafts, hixie-75 and hixie-76, behind
+/// [`Server::legacy_drafts`](crate::Server::legacy_drafts): why they are
+/// off by default, what a legacy connection is, what replaces keepalive.
+#[doc = include_str!("../../../docs/LEGACY.md")]
+pub mod legacy {}

@@ -51,28 +51,29 @@ impl Connection {
             }
             let done = frame.processed as usize;
             let max = self.limits.message();
-            let Some(at) = buf[done..].iter().position(|&b| b == 0xff) else {
-                if buf.len() > max {
-                    return Err(ProtocolError::MessageTooBig { max });
-                }
-                if frame.text {
-                    self.utf8
-                        .feed(&buf[done..])
-                        .map_err(|_| ProtocolError::TextNotUtf8)?;
-                }
+            let at = buf[done..].iter().position(|&b| b == 0xff);
+            // Checked in stream order, so that the outcome does not depend
+            // on how the input was split: UTF-8 up to the limit, then the
+            // limit.
+            let end = at.map_or(buf.len(), |at| done + at);
+            if frame.text && end.min(max) > done {
+                self.utf8
+                    .feed(&buf[done..end.min(max)])
+                    .map_err(|_| ProtocolError::TextNotUtf8)?;
+            }
+            if end > max {
+                return Err(ProtocolError::MessageTooBig { max });
+            }
+            if at.is_none() {
                 // Lossless: at most the message limit, which is 32 bits.
                 frame.processed = buf.len() as u32;
                 self.frame = Some(frame);
                 return Ok(());
-            };
-            let end = done + at;
-            if end > max {
-                return Err(ProtocolError::MessageTooBig { max });
             }
             let payload = buf.split_to(end);
             buf.advance(1);
             if frame.text {
-                self.check_utf8(&payload[done..], true)?;
+                self.utf8.finish().map_err(|_| ProtocolError::TextNotUtf8)?;
                 let text = Utf8Bytes::try_from(payload.freeze())
                     .map_err(|_| ProtocolError::TextNotUtf8)?;
                 self.deliver(Message::Text(text))?;

@@ -35,9 +35,9 @@
 //! they use one core whatever N; the `wharf` binary's runtime takes every
 //! core it may run on (and `--workers N` once the binary has that flag).
 //!
-//! `wharf-binary` runs `target/release/wharf` (the runner builds it first
-//! with `cargo build --release -p wharf-server`, a no-op when it is up to
-//! date) with its defaults, except `--mode`, `--listen` and
+//! `wharf-binary` runs `target/release/wharf` (the runner first builds it
+//! with `cargo build --release -p wharf-server` if it is missing or older
+//! than its sources) with its defaults, except `--mode`, `--listen` and
 //! `--max-connections-per-ip` (see docs/BENCHMARKS.md); its log goes to
 //! `OUT/logs/wharf-binary.log`. It counts no allocations: its rows have
 //! no allocation or live-heap figures, only `/proc` ones.
@@ -236,8 +236,9 @@ fn publish(
 ) -> anyhow::Result<()> {
     let summaries = report::summarize(samples);
     let tables = format!(
-        "{}\n#### Goals of issue 6\n\n{}",
+        "{}\n#### Goals of issue 16\n\n{}\n#### Goals of issue 6\n\n{}",
         report::markdown(&summaries),
+        report::goals16(&summaries),
         report::goals(&summaries)
     );
     println!("{tables}");

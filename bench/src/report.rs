@@ -511,11 +511,21 @@ pub(crate) fn goals(summaries: &[Summary]) -> String {
         hs.map(x),
         hs.map(|r| r <= 1.0),
     );
+    // The binary counts no allocations: the library's figure stands in.
     let allocs: Vec<(String, f64)> = ["echo-small", "echo-1k", "echo-64k"]
         .iter()
         .filter_map(|s| {
-            let st = find(summaries, s).and_then(|sm| wharf_stat(sm, "allocs_per_msg"))?;
-            Some(((*s).to_owned(), st.max))
+            let sm = find(summaries, s)?;
+            let (config, st) = BASES.iter().find_map(|c| {
+                let st = sm
+                    .configs
+                    .iter()
+                    .find(|x| x.config == *c)?
+                    .stats
+                    .get("allocs_per_msg")?;
+                Some((*c, st))
+            })?;
+            Some((format!("{s} ({config})"), st.max))
         })
         .collect();
     row(
@@ -543,6 +553,95 @@ pub(crate) fn goals(summaries: &[Summary]) -> String {
         };
         let _ = writeln!(out, "| {goal} | {measured} | {met} |");
     }
+    out
+}
+
+/// Issue 16's goals (the binary, server on one core), judged from the
+/// summaries: a Markdown table. "No scenario slower than before" needs the
+/// previous run and is not judged here.
+pub(crate) fn goals16(summaries: &[Summary]) -> String {
+    let mut rows: Vec<(String, Option<String>, Option<bool>)> = Vec::new();
+    let x = |v: f64| format!("{v:.2}×");
+    for (scenario, label) in [
+        ("echo-small", "echo 100 × 32 B"),
+        ("echo-1k", "echo 100 × 1 KiB"),
+        ("echo-64k", "echo 10 × 64 KiB"),
+    ] {
+        let r =
+            find(summaries, scenario).and_then(|sm| vs_best_peer(sm, "msg_per_s", Better::Higher));
+        rows.push((
+            format!("{label}: msg/s ≥ best peer's"),
+            r.map(x),
+            r.map(|r| r >= 1.0),
+        ));
+    }
+    let cpu = find(summaries, "echo-small").and_then(|sm| vs_raw(sm, "server_cpu_ns_per_msg"));
+    rows.push((
+        "echo 100 × 32 B: server CPU per message ≤ 1.3× raw TCP's".to_owned(),
+        cpu.map(x),
+        cpu.map(|r| r <= 1.3),
+    ));
+    let bmax = find(summaries, "broadcast-max");
+    let r = bmax.and_then(|sm| vs_best_peer(sm, "max_rate", Better::Higher));
+    rows.push((
+        "broadcast 1 → 1,000: highest zero-loss rate ≥ 1.5× best peer's".to_owned(),
+        r.map(x),
+        r.map(|r| r >= 1.5),
+    ));
+    let lib = bmax.and_then(|sm| {
+        let base = sm.base.as_deref()?;
+        if base == "wharf-lib" {
+            return None;
+        }
+        let ratio = sm
+            .configs
+            .iter()
+            .find(|c| c.config == "wharf-lib")?
+            .vs_base
+            .get("max_rate")?;
+        (*ratio != 0.0).then(|| 1.0 / ratio)
+    });
+    rows.push((
+        "broadcast: highest zero-loss rate ≥ the library's (current-thread)".to_owned(),
+        lib.map(x),
+        lib.map(|r| r >= 1.0),
+    ));
+    let mem = find(summaries, "memory").and_then(|sm| wharf_stat(sm, "bytes_per_conn"));
+    rows.push((
+        "idle memory per connection ≤ 950 B (RSS, keepalive on)".to_owned(),
+        mem.map(|s| format!("{:.0} B", s.median)),
+        mem.map(|s| s.median <= 950.0),
+    ));
+    let hs = find(summaries, "handshake")
+        .and_then(|sm| vs_best_peer(sm, "server_cpu_us_per_hs", Better::Lower));
+    rows.push((
+        "server CPU per handshake ≤ 0.9× best peer's".to_owned(),
+        hs.map(x),
+        hs.map(|r| r <= 0.9),
+    ));
+    let big = find(summaries, "echo-64k")
+        .and_then(|sm| vs_best_peer(sm, "server_cpu_ns_per_msg", Better::Lower));
+    rows.push((
+        "echo 10 × 64 KiB: server CPU per message ≤ best peer's".to_owned(),
+        big.map(x),
+        big.map(|r| r <= 1.0),
+    ));
+    let base = summaries
+        .iter()
+        .find_map(|s| s.base.as_deref())
+        .unwrap_or("wharf");
+    let mut out =
+        format!("| goal | measured ({base} ÷ other, paired by round) | met |\n|---|---|---|\n");
+    for (goal, measured, met) in rows {
+        let met = match met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "–",
+        };
+        let measured = measured.unwrap_or_else(|| "not run".to_owned());
+        let _ = writeln!(out, "| {goal} | {measured} | {met} |");
+    }
+    out.push_str("| no scenario slower than before | compare with the previous run | – |\n");
     out
 }
 
@@ -744,6 +843,39 @@ mod tests {
         let svg = svg(&summaries, "test");
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<rect").count(), 1 + 2);
+    }
+
+    #[test]
+    fn judges_issue_16_goals_against_the_binary() {
+        let m =
+            |cfg: &str, rate: f64| Sample::new("broadcast-max", cfg, 1, vec![("max_rate", rate)]);
+        let samples = vec![
+            sample("echo-small", "wharf-binary", 1, 200.0),
+            sample("echo-small", "wharf-lib", 1, 190.0),
+            sample("echo-small", "raw-tcp", 1, 300.0),
+            sample("echo-small", "sockudo-ws", 1, 210.0),
+            m("wharf-binary", 6000.0),
+            m("wharf-lib", 4000.0),
+            m("sockudo-ws", 4000.0),
+        ];
+        let summaries = summarize(&samples);
+        assert_eq!(summaries[0].base.as_deref(), Some("wharf-binary"));
+        let g = goals16(&summaries);
+        assert!(
+            g.contains("| echo 100 × 32 B: msg/s ≥ best peer's | 0.95× | **no** |"),
+            "{g}"
+        );
+        assert!(g.contains("≥ 1.5× best peer's | 1.50× | yes |"), "{g}");
+        assert!(
+            g.contains("≥ the library's (current-thread) | 1.50× | yes |"),
+            "{g}"
+        );
+        assert!(
+            g.contains("| echo 10 × 64 KiB: msg/s ≥ best peer's | not run | – |"),
+            "{g}"
+        );
+        // wharf-lib is not a peer.
+        assert!(markdown(&summaries).contains("msg/s vs wharf-binary"));
     }
 
     #[test]

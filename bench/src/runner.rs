@@ -410,31 +410,72 @@ pub(crate) fn wharf_binary() -> PathBuf {
     target.join("release").join("wharf")
 }
 
-/// Builds the release `wharf` binary (a no-op when it is up to date), so
-/// that the benchmark never measures a stale one. Without cargo, an
-/// existing binary is used with a warning.
+/// Builds the release `wharf` binary with `cargo build --release -p
+/// wharf-server` when it is missing or older than a source file of the
+/// crates it is built from (or `Cargo.lock`), so that the benchmark never
+/// measures a stale one. (Not every time: building one package and then
+/// another resolves shared dependencies' features differently, and each
+/// switch rebuilds them.) A stale binary that cannot be rebuilt is used
+/// with a warning.
 ///
 /// # Errors
-/// If it cannot be built and does not exist.
+/// If it is missing and cannot be built.
 pub(crate) fn build_wharf_binary() -> anyhow::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let exe = wharf_binary();
+    let built = std::fs::metadata(&exe).and_then(|m| m.modified()).ok();
+    let sources = ["crates/wharf-proto", "crates/wharf", "crates/wharf-server"]
+        .iter()
+        .map(|dir| newest(&root.join(dir)))
+        .chain([std::fs::metadata(root.join("Cargo.lock"))
+            .and_then(|m| m.modified())
+            .ok()])
+        .flatten()
+        .max();
+    if let (Some(built), Some(sources)) = (built, sources)
+        && built >= sources
+    {
+        return Ok(());
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     eprintln!("building the wharf binary: cargo build --release -p wharf-server");
     let status = Command::new(cargo)
         .args(["build", "--release", "-p", "wharf-server"])
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .current_dir(&root)
         .status();
     match status {
         Ok(s) if s.success() => Ok(()),
-        other if wharf_binary().exists() => {
+        other if exe.exists() => {
             eprintln!(
                 "warning: cargo build --release -p wharf-server failed ({other:?}); \
-                 using the existing {}",
-                wharf_binary().display()
+                 using the existing {}, older than its sources",
+                exe.display()
             );
             Ok(())
         }
         other => bail!("cargo build --release -p wharf-server failed: {other:?}"),
     }
+}
+
+/// The newest modification time of a file under `dir` (`Cargo.toml`, and
+/// everything under `src/`).
+fn newest(dir: &Path) -> Option<std::time::SystemTime> {
+    fn walk(path: &Path, newest: &mut Option<std::time::SystemTime>) {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(path).into_iter().flatten().flatten() {
+                walk(&entry.path(), newest);
+            }
+        } else if let Ok(t) = meta.modified() {
+            *newest = (*newest).max(Some(t));
+        }
+    }
+    let mut t = None;
+    walk(&dir.join("Cargo.toml"), &mut t);
+    walk(&dir.join("src"), &mut t);
+    t
 }
 
 /// Whether `exe --help` mentions `flag`.

@@ -31,9 +31,9 @@
 //! Servers run pinned to cores 0..N-1 (`taskset -c 0`, or `0-(N-1)` with
 //! `--server-cpus N`); the runner and load generator pin themselves to the
 //! other cores (N must leave at least one: on a 2-core machine, N = 1).
-//! The library and peer servers are one current-thread runtime each, so
-//! they use one core whatever N; the `wharf` binary's runtime takes every
-//! core it may run on (and `--workers N` once the binary has that flag).
+//! The `wharf` binary gets `--workers N` (its default under that mask
+//! anyway) and `wharf-lib` runs on `Server::workers(N)`; the peers are one
+//! current-thread runtime each, so they use one core whatever N.
 //!
 //! `wharf-binary` runs `target/release/wharf` (the runner first builds it
 //! with `cargo build --release -p wharf-server` if it is missing or older
@@ -87,7 +87,7 @@ fn usage() {
     eprintln!(
         "usage: wharf-bench all|SCENARIO[,SCENARIO...] [--rounds N] [--scale F] [--targets a,b] \
          [--conns N] [--server-cpus N] [--no-search] [--out DIR] [--svg PATH]\n       \
-         wharf-bench server TARGET [--mode echo|broadcast] [--deflate off|shared|dedicated] [--addr ADDR]\n       \
+         wharf-bench server TARGET [--mode echo|broadcast] [--deflate off|shared|dedicated] [--addr ADDR] [--workers N]\n       \
          wharf-bench report results.json [--out DIR] [--svg PATH]\n\
          scenarios: {}\ntargets: {}",
         Scenario::ALL.map(Scenario::name).join(", "),
@@ -102,6 +102,7 @@ fn server(args: &[String]) -> anyhow::Result<()> {
         .and_then(|t| Target::parse(t))
         .context("server: name a target")?;
     let (mut mode, mut deflate, mut addr) = (Mode::Echo, Deflate::Off, "127.0.0.1:0".to_owned());
+    let mut workers = 1;
     let mut it = args[1..].iter();
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -117,10 +118,11 @@ fn server(args: &[String]) -> anyhow::Result<()> {
                 deflate = Deflate::parse(value).context("--deflate off|shared|dedicated")?
             }
             "--addr" => addr.clone_from(value),
+            "--workers" => workers = value.parse().context("--workers N")?,
             _ => bail!("unknown option {flag}"),
         }
     }
-    servers::run(target, mode, deflate, &addr)
+    servers::run(target, mode, deflate, &addr, workers)
 }
 
 fn bench(command: &str, args: &[String]) -> anyhow::Result<()> {

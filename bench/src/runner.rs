@@ -251,12 +251,12 @@ impl ServerProc {
             .arg(exe)
             .args(["server", target.name(), "--mode", mode.name()])
             .args(["--deflate", deflate.name()])
+            .args(["--workers", &opts.server_cpus.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        // TODO(issue 16): with `--server-cpus N` > 1, run `wharf-lib` on
-        // `Server::workers(N)` once the library has it; the peers stay on
-        // one current-thread runtime, as their examples run.
+        // `wharf-lib` runs on `Server::workers(N)`; the peers stay on one
+        // current-thread runtime, as their examples run.
         let mut child = cmd.spawn().context("spawn taskset (util-linux)")?;
         let pid = child.id().to_string();
         let stdin = child.stdin.take().context("stdin")?;
@@ -309,12 +309,9 @@ impl ServerProc {
             // 10,000 connections, all from one address.
             .arg("--max-connections-per-ip")
             .arg((opts.idle_conns + 1024).to_string());
-        if opts.server_cpus > 1 && binary_has_flag(&exe, "--workers") {
-            // TODO(issue 16): `--workers` is the lead's; until it lands the
-            // multi-thread runtime's default (one worker per core it may
-            // run on, i.e. N under taskset) applies.
-            cmd.args(["--workers", &opts.server_cpus.to_string()]);
-        }
+        // Its default too (one worker per core it may run on), made
+        // explicit.
+        cmd.args(["--workers", &opts.server_cpus.to_string()]);
         // Nothing from the caller's environment or a config file: defaults.
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("WHARF_") {
@@ -476,14 +473,6 @@ fn newest(dir: &Path) -> Option<std::time::SystemTime> {
     walk(&dir.join("Cargo.toml"), &mut t);
     walk(&dir.join("src"), &mut t);
     t
-}
-
-/// Whether `exe --help` mentions `flag`.
-fn binary_has_flag(exe: &Path, flag: &str) -> bool {
-    Command::new(exe)
-        .arg("--help")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(flag))
 }
 
 /// Whether `GET /healthz` on `addr` answers `200`.

@@ -125,7 +125,14 @@ const BINARY_HERE: &str = "wharf-binary is the `wharf` program itself (crates/wh
 ///
 /// # Errors
 /// If the runtime cannot start or the address cannot be bound.
-pub(crate) fn run(target: Target, mode: Mode, deflate: Deflate, addr: &str) -> anyhow::Result<()> {
+/// `workers` applies to `wharf-lib` alone (`Server::workers`).
+pub(crate) fn run(
+    target: Target,
+    mode: Mode,
+    deflate: Deflate,
+    addr: &str,
+    workers: usize,
+) -> anyhow::Result<()> {
     if target == Target::WharfBinary {
         bail!(BINARY_HERE);
     }
@@ -144,6 +151,9 @@ pub(crate) fn run(target: Target, mode: Mode, deflate: Deflate, addr: &str) -> a
         out.flush()?;
         drop(out);
         std::thread::spawn(answer_stats);
+        if target == Target::WharfLib {
+            return wharf::serve(listener, mode, deflate, workers).await;
+        }
         serve(target, mode, deflate, listener).await
     })
 }
@@ -167,7 +177,7 @@ pub(crate) async fn serve(
     }
     match target {
         Target::WharfBinary => bail!(BINARY_HERE),
-        Target::WharfLib => wharf::serve(listener, mode, deflate).await,
+        Target::WharfLib => wharf::serve(listener, mode, deflate, 1).await,
         Target::SockudoWs => sockudo::serve(listener, mode).await,
         Target::Raw if mode == Mode::Broadcast => bail!("raw TCP has no broadcast mode"),
         Target::Raw => raw::serve(listener).await,

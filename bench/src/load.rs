@@ -133,14 +133,15 @@ pub(crate) fn echo_latency(
     let n = rtts.len().max(1) as f64;
     let pick = |q: f64| rtts[((q * n) as usize).min(rtts.len() - 1)] as f64 / 1e3;
     let mean = rtts.iter().sum::<u64>() as f64 / n / 1e3;
-    Ok(vec![
+    let mut m = vec![
         ("p50_us", pick(0.50)),
         ("p99_us", pick(0.99)),
         ("mean_us", mean),
         ("msg_per_s", n / w.secs),
         ("server_cpu_us_per_msg", w.server_cpu * 1e6 / n),
-        ("allocs_per_msg", w.allocs as f64 / n),
-    ])
+    ];
+    m.extend(w.allocs_per("allocs_per_msg", n));
+    Ok(m)
 }
 
 /// Echo throughput: `conns` connections, each keeping `inflight` messages
@@ -191,14 +192,15 @@ pub(crate) fn echo_throughput(
         if errors.get() > 0 {
             bail!("{} connections failed", errors.get());
         }
-        Ok(vec![
+        let mut m = vec![
             ("msg_per_s", n / w.secs),
             ("mib_per_s", n * size as f64 / w.secs / (1 << 20) as f64),
             ("server_cpu_ns_per_msg", w.server_cpu * 1e9 / n),
-            ("allocs_per_msg", w.allocs as f64 / n),
             ("server_cpu_pct", w.server_cpu / w.secs * 100.0),
             ("client_cpu_pct", w.client_cpu / w.secs * 100.0),
-        ])
+        ];
+        m.extend(w.allocs_per("allocs_per_msg", n));
+        Ok(m)
     })
 }
 
@@ -328,7 +330,7 @@ pub(crate) fn broadcast(server: &mut ServerProc, p: Broadcast) -> anyhow::Result
         let (a, b) = (st.halves[0].quantile(0.5), st.halves[1].quantile(0.5));
         let stable = zero_loss && (b as f64) <= a as f64 * 1.5 + 5e6;
         let ms = |ns: u64| ns as f64 / 1e6;
-        Ok(vec![
+        let mut m = vec![
             ("rate", p.rate),
             (
                 "deliveries_per_s",
@@ -345,11 +347,12 @@ pub(crate) fn broadcast(server: &mut ServerProc, p: Broadcast) -> anyhow::Result
             ("p50_first_half_ms", ms(a)),
             ("p50_second_half_ms", ms(b)),
             ("server_cpu_ns_per_delivery", w.server_cpu * 1e9 / delivered),
-            ("allocs_per_delivery", w.allocs as f64 / delivered),
             ("server_cpu_pct", w.server_cpu / w.secs * 100.0),
             ("client_cpu_pct", w.client_cpu / w.secs * 100.0),
             ("samples", st.hist.len() as f64),
-        ])
+        ];
+        m.extend(w.allocs_per("allocs_per_delivery", delivered));
+        Ok(m)
     })
 }
 
@@ -464,24 +467,28 @@ pub(crate) fn idle_memory(
         let after = server.rss()?;
         let heap_after = server.snapshot()?;
         let negotiated = open.iter().filter(|(_, up)| up.deflate).count();
-        Ok(vec![
-            (
-                "bytes_per_conn",
-                after.saturating_sub(before) as f64 / conns as f64,
-            ),
-            (
+        let mut m = vec![(
+            "bytes_per_conn",
+            after.saturating_sub(before) as f64 / conns as f64,
+        )];
+        // Live heap: only from a server that counts its allocations.
+        if let (Some(a), Some(b)) = (heap_before.heap, heap_after.heap) {
+            m.push((
                 "heap_bytes_per_conn",
-                (heap_after.live_bytes - heap_before.live_bytes) as f64 / conns as f64,
-            ),
-            (
+                (b.live_bytes - a.live_bytes) as f64 / conns as f64,
+            ));
+            m.push((
                 "heap_blocks_per_conn",
-                (heap_after.live_blocks - heap_before.live_blocks) as f64 / conns as f64,
-            ),
+                (b.live_blocks - a.live_blocks) as f64 / conns as f64,
+            ));
+        }
+        m.extend([
             ("rss_before_mib", before as f64 / (1 << 20) as f64),
             ("rss_after_mib", after as f64 / (1 << 20) as f64),
             ("deflate_pct", negotiated as f64 * 100.0 / conns as f64),
             ("setup_s", setup.as_secs_f64()),
-        ])
+        ]);
+        Ok(m)
     })
 }
 
@@ -529,14 +536,15 @@ pub(crate) fn handshakes(
         for t in tasks {
             t.abort();
         }
-        Ok(vec![
+        let mut m = vec![
             ("handshakes_per_s", n / w.secs),
             ("server_cpu_us_per_hs", w.server_cpu * 1e6 / n),
-            ("allocs_per_hs", w.allocs as f64 / n),
             ("server_cpu_pct", w.server_cpu / w.secs * 100.0),
             ("client_cpu_pct", w.client_cpu / w.secs * 100.0),
             ("errors", failed as f64),
-        ])
+        ];
+        m.extend(w.allocs_per("allocs_per_hs", n));
+        Ok(m)
     })
 }
 

@@ -1,15 +1,18 @@
 //! # wharf-bench
 //!
-//! wharf against raw TCP, tokio-tungstenite, fastwebsockets and
-//! tokio-websockets, in one run, with ratios to wharf. See
-//! `docs/BENCHMARKS.md` for the method and the latest figures.
+//! The `wharf` binary (`wharf-binary`: crates/wharf-server, release build,
+//! default settings) and the library (`wharf-lib`: a current-thread
+//! runtime, keepalive off) against raw TCP, sockudo-ws, tokio-tungstenite,
+//! fastwebsockets and tokio-websockets, in one run, with ratios to the
+//! binary. See `docs/BENCHMARKS.md` for the method and the latest figures.
 //!
 //! ```text
 //! cargo run --release -p wharf-bench -- all                # every scenario (~9 min)
 //! cargo run --release -p wharf-bench -- echo-small         # one scenario
 //! cargo run --release -p wharf-bench -- echo-small,echo-1k --rounds 5
 //! cargo run --release -p wharf-bench -- compression        # no server needed
-//! cargo run --release -p wharf-bench -- server wharf --mode echo --addr 127.0.0.1:9000
+//! cargo run --release -p wharf-bench -- echo-small --targets wharf-binary,sockudo-ws
+//! cargo run --release -p wharf-bench -- server wharf-lib --mode echo --addr 127.0.0.1:9000
 //! cargo run --release -p wharf-bench -- report target/bench/results.json   # re-render
 //! cargo run --release -p wharf-bench -- tls                # TLS vs plain (~1 min)
 //! ```
@@ -17,14 +20,27 @@
 //! Scenarios: `echo-latency`, `echo-small`, `echo-1k`, `echo-64k`,
 //! `broadcast`, `memory`, `handshake`, `compression`. Options: `--rounds N`
 //! (3), `--scale F` (1.0; multiplies every duration), `--targets a,b,...`
-//! (all), `--conns N` (10,000 idle connections), `--no-search` (skip the
+//! (all: `wharf-binary`, `wharf-lib`, `raw-tcp`, `sockudo-ws`,
+//! `tokio-tungstenite`, `fastwebsockets`, `tokio-websockets`), `--conns N`
+//! (10,000 idle connections), `--server-cpus N` (1), `--no-search` (skip the
 //! broadcast rate search), `--out DIR` (`target/bench`), `--svg PATH`
 //! (`docs/bench/results.svg` for `all`, else `DIR/results.svg`), `--perf
 //! DIR` (attach `perf record -g` to every server, one file per run),
 //! `--perf-stat DIR` (count every server's syscalls with `perf stat`).
 //!
-//! Servers run pinned to core 0 (`taskset -c 0`); the runner and load
-//! generator pin themselves to core 1.
+//! Servers run pinned to cores 0..N-1 (`taskset -c 0`, or `0-(N-1)` with
+//! `--server-cpus N`); the runner and load generator pin themselves to the
+//! other cores (N must leave at least one: on a 2-core machine, N = 1).
+//! The `wharf` binary gets `--workers N` (its default under that mask
+//! anyway) and `wharf-lib` runs on `Server::workers(N)`; the peers are one
+//! current-thread runtime each, so they use one core whatever N.
+//!
+//! `wharf-binary` runs `target/release/wharf` (the runner first builds it
+//! with `cargo build --release -p wharf-server` if it is missing or older
+//! than its sources) with its defaults, except `--mode`, `--listen` and
+//! `--max-connections-per-ip` (see docs/BENCHMARKS.md); its log goes to
+//! `OUT/logs/wharf-binary.log`. It counts no allocations: its rows have
+//! no allocation or live-heap figures, only `/proc` ones.
 
 mod alloc;
 mod client;
@@ -70,8 +86,8 @@ fn main() -> anyhow::Result<()> {
 fn usage() {
     eprintln!(
         "usage: wharf-bench all|SCENARIO[,SCENARIO...] [--rounds N] [--scale F] [--targets a,b] \
-         [--conns N] [--no-search] [--out DIR] [--svg PATH]\n       \
-         wharf-bench server TARGET [--mode echo|broadcast] [--deflate off|shared|dedicated] [--addr ADDR]\n       \
+         [--conns N] [--server-cpus N] [--no-search] [--out DIR] [--svg PATH]\n       \
+         wharf-bench server TARGET [--mode echo|broadcast] [--deflate off|shared|dedicated] [--addr ADDR] [--workers N]\n       \
          wharf-bench report results.json [--out DIR] [--svg PATH]\n\
          scenarios: {}\ntargets: {}",
         Scenario::ALL.map(Scenario::name).join(", "),
@@ -86,6 +102,7 @@ fn server(args: &[String]) -> anyhow::Result<()> {
         .and_then(|t| Target::parse(t))
         .context("server: name a target")?;
     let (mut mode, mut deflate, mut addr) = (Mode::Echo, Deflate::Off, "127.0.0.1:0".to_owned());
+    let mut workers = 1;
     let mut it = args[1..].iter();
     while let Some(flag) = it.next() {
         let value = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -101,10 +118,11 @@ fn server(args: &[String]) -> anyhow::Result<()> {
                 deflate = Deflate::parse(value).context("--deflate off|shared|dedicated")?
             }
             "--addr" => addr.clone_from(value),
+            "--workers" => workers = value.parse().context("--workers N")?,
             _ => bail!("unknown option {flag}"),
         }
     }
-    servers::run(target, mode, deflate, &addr)
+    servers::run(target, mode, deflate, &addr, workers)
 }
 
 fn bench(command: &str, args: &[String]) -> anyhow::Result<()> {
@@ -125,6 +143,8 @@ fn bench(command: &str, args: &[String]) -> anyhow::Result<()> {
         no_search: false,
         perf: None,
         perf_stat: None,
+        server_cpus: 1,
+        log_dir: PathBuf::new(),
     };
     let mut out_dir = root.join("target").join("bench");
     let mut svg_path = None;
@@ -139,6 +159,11 @@ fn bench(command: &str, args: &[String]) -> anyhow::Result<()> {
             "--rounds" => opts.rounds = value.parse()?,
             "--scale" => opts.scale = value.parse()?,
             "--conns" => opts.idle_conns = value.parse()?,
+            "--server-cpus" => {
+                opts.server_cpus = value
+                    .parse()
+                    .with_context(|| format!("--server-cpus {value:?}: not a number"))?;
+            }
             "--targets" => {
                 opts.targets = value
                     .split(',')
@@ -160,11 +185,18 @@ fn bench(command: &str, args: &[String]) -> anyhow::Result<()> {
         }
     });
 
+    opts.log_dir = out_dir.join("logs");
+    let cpus = proc::cpus();
+    runner::check_server_cpus(opts.server_cpus, cpus)?;
     proc::raise_nofile();
-    // Before pinning, which narrows what this process may see.
-    let env = environment(&root, command, args);
-    if proc::cpus() > runner::CLIENT_CPU {
-        proc::pin_to_cpu(runner::CLIENT_CPU)?;
+    // Before pinning, which narrows what this process may see (and lets
+    // the build use every core).
+    if opts.targets.contains(&Target::WharfBinary) {
+        runner::build_wharf_binary()?;
+    }
+    let env = environment(&root, command, args, opts.server_cpus);
+    if cpus > opts.server_cpus {
+        proc::pin_to_cpus(opts.server_cpus..cpus)?;
     } else {
         eprintln!("warning: one CPU only: server and load generator share it");
     }
@@ -206,8 +238,9 @@ fn publish(
 ) -> anyhow::Result<()> {
     let summaries = report::summarize(samples);
     let tables = format!(
-        "{}\n#### Goals of issue 6\n\n{}",
+        "{}\n#### Goals of issue 16\n\n{}\n#### Goals of issue 6\n\n{}",
         report::markdown(&summaries),
+        report::goals16(&summaries),
         report::goals(&summaries)
     );
     println!("{tables}");
@@ -244,7 +277,12 @@ fn run_text(cmd: &str, args: &[&str]) -> String {
 }
 
 /// Date, machine, toolchain and peer versions, for the record.
-fn environment(root: &std::path::Path, command: &str, args: &[String]) -> serde_json::Value {
+fn environment(
+    root: &std::path::Path,
+    command: &str,
+    args: &[String],
+    server_cpus: usize,
+) -> serde_json::Value {
     let cpu = run_text("lscpu", &[])
         .lines()
         .find_map(|l| l.strip_prefix("Model name:").map(|m| m.trim().to_owned()))
@@ -259,6 +297,7 @@ fn environment(root: &std::path::Path, command: &str, args: &[String]) -> serde_
     };
     let peers: serde_json::Map<String, serde_json::Value> = [
         "tokio",
+        "sockudo-ws",
         "hyper",
         "tokio-tungstenite",
         "tungstenite",
@@ -274,6 +313,8 @@ fn environment(root: &std::path::Path, command: &str, args: &[String]) -> serde_
         "cpus": proc::cpus(),
         "kernel": run_text("uname", &["-r"]),
         "rustc": run_text("rustc", &["--version"]),
+        "commit": run_text("git", &["-C", &root.to_string_lossy(), "rev-parse", "--short", "HEAD"]),
+        "server_cpus": server_cpus,
         "versions": peers,
         "command": format!("cargo run --release -p wharf-bench -- {command} {}", args.join(" ")).trim().to_owned(),
     })

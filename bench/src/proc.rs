@@ -65,11 +65,18 @@ pub(crate) fn raise_nofile() -> u64 {
 
 /// Pins the calling thread (and the threads it creates later) to `cpu`.
 pub(crate) fn pin_to_cpu(cpu: usize) -> anyhow::Result<()> {
+    pin_to_cpus(cpu..cpu + 1)
+}
+
+/// Pins the calling thread (and the threads it creates later) to `cpus`.
+pub(crate) fn pin_to_cpus(cpus: std::ops::Range<usize>) -> anyhow::Result<()> {
     // SAFETY: a zeroed cpu_set_t is the empty set; CPU_SET writes within it.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` is below CPU_SETSIZE on any machine we run on (checked by
-    // the caller against the number of CPUs).
-    unsafe { libc::CPU_SET(cpu, &mut set) };
+    for cpu in cpus {
+        // SAFETY: `cpu` is below CPU_SETSIZE on any machine we run on
+        // (checked by the caller against the number of CPUs).
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
     // SAFETY: `set` is a valid cpu_set_t of the size passed.
     let rc = unsafe { libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) };
     if rc != 0 {

@@ -1,6 +1,8 @@
 //! The servers under test, one per library, each an echo or broadcast
 //! server on a tokio current-thread runtime, written the way each library's
-//! own examples write them.
+//! own examples write them; and the `wharf` binary itself (`wharf-binary`),
+//! which the runner starts as a process of its own (`runner::ServerProc`),
+//! not from here.
 //!
 //! Broadcast sends every message to every connected client, the sender
 //! included. wharf uses its hub (encode once, share the frame); the peers do
@@ -13,6 +15,7 @@
 
 mod fastws;
 mod raw;
+mod sockudo;
 mod tokio_ws;
 mod tungstenite;
 mod wharf;
@@ -29,18 +32,24 @@ use tokio::sync::mpsc::{self, UnboundedSender};
 /// A server implementation under test.
 #[derive(Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
 pub(crate) enum Target {
-    Wharf,
+    /// The `wharf` binary (crates/wharf-server), default settings.
+    WharfBinary,
+    /// The library on a current-thread runtime, keepalive off.
+    WharfLib,
     Raw,
+    SockudoWs,
     Tungstenite,
     Fastwebsockets,
     TokioWebsockets,
 }
 
 impl Target {
-    /// Every target, wharf first (ratios are relative to it).
-    pub(crate) const ALL: [Self; 5] = [
-        Self::Wharf,
+    /// Every target, the `wharf` binary first (ratios are relative to it).
+    pub(crate) const ALL: [Self; 7] = [
+        Self::WharfBinary,
+        Self::WharfLib,
         Self::Raw,
+        Self::SockudoWs,
         Self::Tungstenite,
         Self::Fastwebsockets,
         Self::TokioWebsockets,
@@ -48,14 +57,18 @@ impl Target {
 
     pub(crate) fn name(self) -> &'static str {
         match self {
-            Self::Wharf => "wharf",
+            Self::WharfBinary => "wharf-binary",
+            Self::WharfLib => "wharf-lib",
             Self::Raw => "raw-tcp",
+            Self::SockudoWs => "sockudo-ws",
             Self::Tungstenite => "tokio-tungstenite",
             Self::Fastwebsockets => "fastwebsockets",
             Self::TokioWebsockets => "tokio-websockets",
         }
     }
 
+    /// A target by name or a prefix of it (the first in [`Self::ALL`]
+    /// order: `wharf` is the binary).
     pub(crate) fn parse(s: &str) -> Option<Self> {
         Self::ALL
             .into_iter()
@@ -79,7 +92,9 @@ impl Mode {
     }
 }
 
-/// permessage-deflate as offered by the server (wharf only).
+/// permessage-deflate as offered by the server (`wharf-lib` only; for
+/// `wharf-binary`, which offers `shared` as shipped, it says whether the
+/// load generator offers it).
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub(crate) enum Deflate {
     Off,
@@ -103,12 +118,29 @@ impl Deflate {
     }
 }
 
+const BINARY_HERE: &str = "wharf-binary is the `wharf` program itself (crates/wharf-server), \
+                           which the runner starts; run it directly instead";
+
 /// Runs one server process: binds `addr`, prints it, serves forever.
 ///
 /// # Errors
 /// If the runtime cannot start or the address cannot be bound.
-pub(crate) fn run(target: Target, mode: Mode, deflate: Deflate, addr: &str) -> anyhow::Result<()> {
+/// `workers` applies to `wharf-lib` alone (`Server::workers`).
+pub(crate) fn run(
+    target: Target,
+    mode: Mode,
+    deflate: Deflate,
+    addr: &str,
+    workers: usize,
+) -> anyhow::Result<()> {
+    if target == Target::WharfBinary {
+        bail!(BINARY_HERE);
+    }
     crate::proc::raise_nofile();
+    if target == Target::SockudoWs {
+        // Calibrates its clock (up to 200 ms) before the runtime starts.
+        sockudo_ws::init_clock();
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -119,6 +151,9 @@ pub(crate) fn run(target: Target, mode: Mode, deflate: Deflate, addr: &str) -> a
         out.flush()?;
         drop(out);
         std::thread::spawn(answer_stats);
+        if target == Target::WharfLib {
+            return wharf::serve(listener, mode, deflate, workers).await;
+        }
         serve(target, mode, deflate, listener).await
     })
 }
@@ -134,14 +169,16 @@ pub(crate) async fn serve(
     deflate: Deflate,
     listener: TcpListener,
 ) -> anyhow::Result<()> {
-    if deflate != Deflate::Off && target != Target::Wharf {
+    if deflate != Deflate::Off && target != Target::WharfLib {
         bail!(
             "{} is benchmarked without permessage-deflate",
             target.name()
         );
     }
     match target {
-        Target::Wharf => wharf::serve(listener, mode, deflate).await,
+        Target::WharfBinary => bail!(BINARY_HERE),
+        Target::WharfLib => wharf::serve(listener, mode, deflate, 1).await,
+        Target::SockudoWs => sockudo::serve(listener, mode).await,
         Target::Raw if mode == Mode::Broadcast => bail!("raw TCP has no broadcast mode"),
         Target::Raw => raw::serve(listener).await,
         Target::Tungstenite => tungstenite::serve(listener, mode).await,
@@ -335,6 +372,10 @@ mod tests {
             .build()
             .unwrap();
         for target in Target::ALL {
+            if target == Target::WharfBinary {
+                // Another program: the runner's smoke run covers it.
+                continue;
+            }
             let addr = start(target, Mode::Echo);
             rt.block_on(async {
                 if target == Target::Raw {

@@ -1,5 +1,7 @@
 //! wharf, as its README writes an echo server, and its hub's encode-once
-//! broadcast. Keepalive is off (no timers); the limits are the defaults.
+//! broadcast. Keepalive is off (no timers); the limits are the defaults;
+//! one worker (the caller's current-thread runtime) unless the runner's
+//! `--server-cpus N` asks for `Server::workers(N)`.
 
 use tokio::net::TcpListener;
 use wharf::DeflateConfig;
@@ -10,8 +12,10 @@ pub(super) async fn serve(
     listener: TcpListener,
     mode: Mode,
     deflate: Deflate,
+    workers: usize,
 ) -> anyhow::Result<()> {
-    let server = wharf::Server::new().keepalive(None).deflate(match deflate {
+    let server = wharf::Server::new().workers(workers.max(1));
+    let server = server.keepalive(None).deflate(match deflate {
         Deflate::Off => None,
         Deflate::Shared => Some(DeflateConfig::shared()),
         Deflate::Dedicated => Some(DeflateConfig::dedicated(15)),

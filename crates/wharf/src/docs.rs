@@ -102,3 +102,90 @@ pub mod limits {
 /// off by default, what a legacy connection is, what replaces keepalive.
 #[doc = include_str!("../../../docs/LEGACY.md")]
 pub mod legacy {}
+
+pub mod runtime {
+    //! # The runtime model: thread per core, and why
+    //!
+    //! [`Server::workers`](crate::Server::workers)`(n)` serves on `n`
+    //! workers: the runtime that runs `serve` is worker 0, and `n - 1`
+    //! threads each run a tokio current-thread runtime. One acceptor (worker
+    //! 0's accept loop) hands every accepted connection to the next worker
+    //! in turn, and the connection lives there: TLS, request head, upgrade,
+    //! driver, handler, timers. The `wharf` binary runs one worker per CPU
+    //! it may run on (`--workers`); a library user who calls `serve` on a
+    //! runtime of their own, of either kind, gets that runtime alone.
+    //!
+    //! ## What was measured
+    //!
+    //! Before this model the binary ran on tokio's work-stealing runtime.
+    //! Pinned to one core beside the library on a current-thread runtime, in
+    //! one run (issue 16): broadcast 1 → 1,000 at 1,682 messages a second
+    //! for the binary against 4,000 for the library, and 1,312 bytes per
+    //! idle connection against 961. Turning deflate or keepalive off did not
+    //! close the gap; the scheduler did: with work stealing, every wake of
+    //! a connection's task goes through atomics and a shared injection
+    //! queue, and a broadcast to 1,000 connections is 1,000 such wakes. On
+    //! a current-thread runtime they are pushes onto a local queue. The
+    //! figures after the change are in `docs/BENCHMARKS.md`.
+    //!
+    //! ## Why thread per core over work stealing
+    //!
+    //! - A connection's state (its core, its queue, its waker) is touched by
+    //!   one thread: its lock is never contended and its cache lines stay put.
+    //! - A handler's `send` to its own connection, and a broadcast to the
+    //!   connections of its own worker, wake tasks on the same thread.
+    //! - The per-thread pools (read buffers, compressors) and the worker's
+    //!   timer wheel see no traffic from other threads.
+    //!
+    //! The price is no stealing: a worker whose connections are busier than
+    //! the others' cannot hand them off. WebSocket servers hold many similar,
+    //! long-lived connections, which turn-by-turn placement spreads evenly;
+    //! a workload of a few very hot connections is better served by tokio's
+    //! multi-thread runtime, which `serve` on such a runtime gives.
+    //!
+    //! ## One acceptor, not `SO_REUSEPORT`
+    //!
+    //! One accept loop works with every [`Listener`](crate::Listener) (TLS,
+    //! Unix sockets, the PROXY protocol), keeps one place for the connection
+    //! caps and the shutdown, and places connections in turn (the kernel's
+    //! `SO_REUSEPORT` hashing is no better balanced). An accept costs a few
+    //! microseconds against tens for the handshake that follows on its
+    //! worker, so one acceptor keeps up with hundreds of thousands of new
+    //! connections a second.
+    //!
+    //! ## Fan-out across cores, the same shape as across nodes
+    //!
+    //! The hub has a shard per worker; a room's directory entry (striped by
+    //! name: no global lock) counts its members on each shard. A publish on
+    //! a worker delivers to its own shard's members at once and hands one
+    //! `Fanout` (the frames, encoded once and shared) to the inbox of every
+    //! other shard with members, which delivers it there: one hand-over per
+    //! worker, never per receiver, as the Redis backplane sends one message
+    //! per publish and each node delivers it to its members. Each receiver
+    //! is in one shard, and each inbox is first in, first out: every member
+    //! gets each message exactly once, in the order its sender published.
+    //! An inbox holds at most 64 MiB; past it, hand-overs to that worker are
+    //! dropped and counted (`Hub::fanouts_dropped`).
+    //!
+    //! ## On 16 and 64 cores (expected, not measured here)
+    //!
+    //! Echo and chat traffic between a connection and its own handler never
+    //! leaves its worker, and the counters are per-thread tallies, so they
+    //! scale with the cores until the NIC or the kernel's network stack
+    //! does not. A broadcast costs its publisher one inbox push and one
+    //! wake per other worker (about 0.1 µs and 1 µs), then each worker
+    //! delivers to its own members in parallel: on 64 cores a publisher can
+    //! hand over some 15,000 to 150,000 broadcasts a second, and deliveries
+    //! scale with the workers. Publishers to one room share the read side
+    //! of one directory stripe, the one cache line that moves between cores
+    //! on that path. The load test takes `--server-cpus N` to measure this
+    //! on a larger machine.
+    //!
+    //! ## Timers
+    //!
+    //! A deadline at least a second away (keepalive, write and close
+    //! timeouts) waits on its worker's wheel: a 16-byte slot, swept every
+    //! 250 ms by one task per worker, never early and at most one tick late.
+    //! Nearer deadlines get a tokio timer of their own. An idle connection
+    //! with keepalive therefore holds no timer allocation.
+}

@@ -107,7 +107,10 @@ pub async fn serve(
     if let Some(url) = &config.redis {
         let redis =
             wharf::redis::Redis::open(url).with_context(|| format!("invalid Redis URL {url:?}"))?;
-        tracing::info!(node = %format_args!("{:016x}", redis.node()), "sharing rooms through Redis");
+        tracing::info!(
+            node = wharf::Backplane::node(&redis),
+            "sharing rooms through Redis"
+        );
         server = server.backplane(Arc::new(redis));
     }
     let app = Arc::new(App {

@@ -25,7 +25,7 @@ pub mod tls;
 /// nodes, and what crosses it. The Redis implementation is
 /// `wharf::redis::Redis` (feature `redis`).
 pub mod backplane {
-    pub use crate::hub::backplane::{Backplane, Inbox, Link, Status, Target};
+    pub use crate::hub::backplane::{Backplane, Inbox, LOCAL_BITS, Link, Status, Target, node_of};
 }
 mod upgrade;
 mod worker;

@@ -4,13 +4,24 @@
 //! # Channels and envelope
 //! One channel per room (`<prefix>room:<name>`), subscribed only while this
 //! node has a local member; one for broadcasts (`<prefix>all`); one per node
-//! (`<prefix>node:<id>`) for its liveness probe. A message crosses Redis
+//! (`<prefix>node:<number>`) for sends to one of its connections
+//! ([`crate::Hub::send_to`]) and its liveness probe. A message crosses Redis
 //! once per publish, in an envelope of 26 bytes before the payload:
 //!
 //! ```text
-//! version (1) │ kind (1: text 0, binary 1, probe 2) │ origin node (8)
-//! │ sequence (8) │ previous sequence on this channel (8, 0: unknown) │ payload
+//! version (1) │ kind (1: text 0, binary 1, probe 2, direct text 3,
+//! direct binary 4) │ origin node (8) │ sequence (8) │ previous sequence on
+//! this channel (8, 0: unknown) │ payload (direct: the connection id (8),
+//! then the message)
 //! ```
+//!
+//! # Node numbers
+//! A node's number (in the high bits of its connection ids) is drawn at
+//! random from 1 to 65,535 when the backplane is made, or set
+//! ([`Redis::node_number`]). The node claims it in Redis
+//! (`<prefix>number:<n>`, held for twice the presence TTL and refreshed
+//! with presence); a number another live node holds is logged as an error
+//! (ids may then collide: set distinct numbers).
 //!
 //! A node skips its own messages (it delivered them at once). Per origin
 //! and channel, a sequence not above the last one seen is a duplicate
@@ -23,10 +34,11 @@
 //! multiplexed one for publishes and presence). Publishes go to it through
 //! a queue bounded in messages and bytes; while the link is down, or the
 //! queue is full, they are dropped and counted, never waited for. After any
-//! error the task reconnects (every [`RETRY`]) and subscribes again to every
-//! room the node serves. A probe published to the node's own channel every
-//! second must come back within [`PROBE_TIMEOUT`], or the subscription is
-//! taken as stale (a connection that fails silently) and reconnected.
+//! error the task reconnects (at once, then every [`RETRY`]) and subscribes
+//! again to every room the node serves. A probe published to the node's own
+//! channel every 250 ms must come back within [`PROBE_TIMEOUT`], or the
+//! subscription is taken as stale (a connection that fails silently, while
+//! commands still work) and reconnected: delivery resumes within 2 s.
 //!
 //! # Presence
 //! A hash per room (`<prefix>presence:<room>`): one field per node, its
@@ -50,19 +62,19 @@ use futures_util::StreamExt as _;
 use tokio::sync::{Notify, mpsc};
 use wharf_proto::{Message, Utf8Bytes};
 
-use crate::hub::backplane::{Backplane, Inbox, Link, Status, Target};
+use crate::hub::backplane::{Backplane, Inbox, Link, Status, Target, node_of};
 
 /// How long the task waits between two connection attempts.
 pub const RETRY: Duration = Duration::from_millis(250);
 /// How long a probe may take to come back before the link is taken as
 /// stale.
-pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// The most messages waiting for the bus; more are dropped.
 pub const QUEUE_MESSAGES: usize = 8192;
 /// The most payload bytes waiting for the bus; more are dropped.
 pub const QUEUE_BYTES: usize = 8 << 20;
 
-const PROBE_EVERY: Duration = Duration::from_secs(1);
+const PROBE_EVERY: Duration = Duration::from_millis(250);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 const QUERY_TIMEOUT: Duration = Duration::from_millis(500);
@@ -72,6 +84,8 @@ const HEADER: usize = 26;
 const KIND_TEXT: u8 = 0;
 const KIND_BINARY: u8 = 1;
 const KIND_PROBE: u8 = 2;
+const KIND_DIRECT_TEXT: u8 = 3;
+const KIND_DIRECT_BINARY: u8 = 4;
 /// Past this many (channel, origin) pairs remembered, the sequence tables
 /// start over (a gap then goes unseen once; nothing is delivered twice
 /// that Redis did not send twice).
@@ -94,7 +108,10 @@ struct Shared {
     client: ::redis::Client,
     prefix: String,
     presence_ttl: Duration,
+    /// This node's id on the bus (the origin of its envelopes).
     node: u64,
+    /// This node's number in connection ids.
+    number: u16,
     tx: mpsc::Sender<Out>,
     rx: Mutex<Option<mpsc::Receiver<Out>>>,
     queued_bytes: AtomicUsize,
@@ -110,6 +127,8 @@ struct Shared {
     gaps: AtomicU64,
     duplicates: AtomicU64,
     reconnects: AtomicU64,
+    /// A node number clash was logged.
+    clash: AtomicBool,
 }
 
 #[derive(Default)]
@@ -121,10 +140,20 @@ struct Rooms {
     dirty: HashSet<String>,
 }
 
-/// A publish on its way to the bus: `None` for a broadcast.
+/// A message on its way to the bus.
 struct Out {
-    room: Option<String>,
+    to: Dest,
     message: Message,
+}
+
+/// Where an [`Out`] goes.
+enum Dest {
+    /// Every node (a broadcast).
+    All,
+    /// The node holding this connection id.
+    Client(u64),
+    /// A room's channel.
+    Room(String),
 }
 
 impl Redis {
@@ -137,12 +166,15 @@ impl Redis {
     pub fn open(url: &str) -> Result<Self, ::redis::RedisError> {
         let client = ::redis::Client::open(url)?;
         let (tx, rx) = mpsc::channel(QUEUE_MESSAGES);
+        let node = node_id();
         Ok(Self {
             shared: Arc::new(Shared {
                 client,
                 prefix: "wharf:".to_owned(),
                 presence_ttl: Duration::from_secs(6),
-                node: node_id(),
+                node,
+                // 1 to 65,535.
+                number: u16::try_from(node % 65_535).unwrap_or(0) + 1,
                 tx,
                 rx: Mutex::new(Some(rx)),
                 queued_bytes: AtomicUsize::new(0),
@@ -158,6 +190,7 @@ impl Redis {
                 gaps: AtomicU64::new(0),
                 duplicates: AtomicU64::new(0),
                 reconnects: AtomicU64::new(0),
+                clash: AtomicBool::new(false),
             }),
         })
     }
@@ -185,9 +218,37 @@ impl Redis {
         self
     }
 
-    /// This node's id on the bus (random at start).
-    pub fn node(&self) -> u64 {
+    /// This node's number in connection ids (1 to 65,535) [default:
+    /// random]: nodes on one Redis need distinct ones (a clash is logged as
+    /// an error). 0 is taken as 1. Has no effect once attached.
+    #[must_use]
+    pub fn node_number(mut self, number: u16) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.number = number.max(1);
+        }
+        self
+    }
+
+    /// This node's id on the bus, in its envelopes (random at start).
+    pub fn origin(&self) -> u64 {
         self.shared.node
+    }
+}
+
+impl Redis {
+    /// Queues `out` for the task, or drops and counts it: the link is
+    /// down, or the queue full.
+    fn enqueue(&self, out: Out) {
+        let shared = &self.shared;
+        let len = out.message.len();
+        let queued = shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
+        if !shared.up.load(Ordering::Relaxed)
+            || queued + len > QUEUE_BYTES
+            || shared.tx.try_send(out).is_err()
+        {
+            shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -223,24 +284,25 @@ impl Backplane for Redis {
     }
 
     fn forward(&self, target: Target<'_>, message: &Message) {
-        let shared = &self.shared;
-        let len = message.len();
-        let queued = shared.queued_bytes.fetch_add(len, Ordering::Relaxed);
-        let room = match target {
-            Target::Room(room) => Some(room.to_owned()),
-            Target::All => None,
+        let to = match target {
+            Target::Room(room) => Dest::Room(room.to_owned()),
+            Target::All => Dest::All,
         };
-        let out = Out {
-            room,
+        self.enqueue(Out {
+            to,
             message: message.clone(),
-        };
-        if !shared.up.load(Ordering::Relaxed)
-            || queued + len > QUEUE_BYTES
-            || shared.tx.try_send(out).is_err()
-        {
-            shared.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            shared.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        });
+    }
+
+    fn node(&self) -> u16 {
+        self.shared.number
+    }
+
+    fn send_to(&self, id: u64, message: &Message) {
+        self.enqueue(Out {
+            to: Dest::Client(id),
+            message: message.clone(),
+        });
     }
 
     fn online(&self, room: &str) -> Pin<Box<dyn Future<Output = Option<usize>> + Send + 'static>> {
@@ -349,7 +411,7 @@ struct Envelope<'a> {
 }
 
 fn open_envelope(b: &[u8]) -> Option<Envelope<'_>> {
-    if b.len() < HEADER || b[0] != VERSION || b[1] > KIND_PROBE {
+    if b.len() < HEADER || b[0] != VERSION || b[1] > KIND_DIRECT_BINARY {
         return None;
     }
     let word = |i: usize| {
@@ -470,7 +532,11 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Out>) {
             logged_down = true;
         }
         *lock(&shared.link) = Link::Down(reason);
-        tokio::time::sleep(RETRY).await;
+        // A link that worked is tried again at once (a stale subscription
+        // is back within the probe's bound); failures then wait.
+        if !was_up {
+            tokio::time::sleep(RETRY).await;
+        }
     }
 }
 
@@ -493,10 +559,8 @@ async fn session(
         Err(_) => return "cannot connect to Redis: timed out".to_owned(),
     };
     let (mut sink, mut stream) = pubsub.split();
-    let node_channel = format!("{}node:{:016x}", shared.prefix, shared.node);
-    let all_channel = format!("{}all", shared.prefix);
-    let room_prefix = format!("{}room:", shared.prefix);
-    let fixed = [node_channel.clone(), all_channel.clone()];
+    let names = Names::new(shared);
+    let fixed = [names.own.clone(), names.all.clone()];
     if let Err(e) = timed(sink.subscribe(&fixed[..])).await {
         return format!("cannot subscribe: {e}");
     }
@@ -509,6 +573,9 @@ async fn session(
         dirty.extend(local.keys().cloned());
     }
     if let Err(e) = reconcile(shared, &mut sink, &mut conn, &mut subscribed, seen).await {
+        return e;
+    }
+    if let Err(e) = claim_number(shared, &mut conn).await {
         return e;
     }
     *lock(&shared.query) = Some(conn.clone());
@@ -531,11 +598,11 @@ async fn session(
                 let Some(msg) = msg else {
                     return "the subscription connection closed".to_owned();
                 };
-                receive(shared, seen, &room_prefix, &all_channel, msg.get_channel_name(), msg.get_payload_bytes(), &mut probe_back);
+                receive(shared, seen, &names, msg.get_channel_name(), msg.get_payload_bytes(), &mut probe_back);
             }
             out = rx.recv() => {
                 let Some(out) = out else { return "backplane closed".to_owned() };
-                if let Err(e) = publish(shared, rx, sent, &room_prefix, &all_channel, &mut conn, out).await {
+                if let Err(e) = publish(shared, rx, sent, &names, &mut conn, out).await {
                     return e;
                 }
             }
@@ -553,13 +620,16 @@ async fn session(
                 }
                 probes += 1;
                 let env = envelope(KIND_PROBE, shared.node, probes, 0, b"");
-                let cmd = ::redis::cmd("PUBLISH").arg(&node_channel).arg(&env[..]).to_owned();
+                let cmd = ::redis::cmd("PUBLISH").arg(&names.own).arg(&env[..]).to_owned();
                 if let Err(e) = timed(cmd.query_async::<()>(&mut conn)).await {
                     return format!("probe: {e}");
                 }
             }
             _ = heartbeat.tick() => {
                 if let Err(e) = refresh_presence(shared, &mut conn).await {
+                    return e;
+                }
+                if let Err(e) = claim_number(shared, &mut conn).await {
                     return e;
                 }
             }
@@ -576,12 +646,49 @@ async fn timed<T>(f: impl Future<Output = ::redis::RedisResult<T>>) -> Result<T,
     }
 }
 
+/// The channel names of one prefix.
+struct Names {
+    /// Broadcasts.
+    all: String,
+    /// This node's own channel: direct sends, probes.
+    own: String,
+    /// Before a node's number.
+    node: String,
+    /// Before a room's name.
+    room: String,
+}
+
+impl Names {
+    fn new(shared: &Shared) -> Self {
+        let p = &shared.prefix;
+        Self {
+            all: format!("{p}all"),
+            own: format!("{p}node:{}", shared.number),
+            node: format!("{p}node:"),
+            room: format!("{p}room:"),
+        }
+    }
+
+    fn of(&self, to: &Dest) -> String {
+        match to {
+            Dest::All => self.all.clone(),
+            Dest::Client(id) => format!("{}{}", self.node, node_of(*id)),
+            Dest::Room(room) => format!("{}{room}", self.room),
+        }
+    }
+}
+
+/// What a message from the bus is for.
+enum Inward<'a> {
+    Client(u64),
+    Target(Target<'a>),
+}
+
 /// Handles one message from the bus.
 fn receive(
     shared: &Shared,
     seen: &mut Seen,
-    room_prefix: &str,
-    all_channel: &str,
+    names: &Names,
     channel: &str,
     payload: &[u8],
     probe_back: &mut Instant,
@@ -596,16 +703,24 @@ fn receive(
         }
         return;
     }
-    let target = if channel == all_channel {
-        Target::All
-    } else if let Some(room) = channel.strip_prefix(room_prefix) {
-        Target::Room(room)
-    } else {
-        return;
-    };
     if env.kind == KIND_PROBE {
         return;
     }
+    let direct = matches!(env.kind, KIND_DIRECT_TEXT | KIND_DIRECT_BINARY);
+    let (to, payload) = if channel == names.own && direct && env.payload.len() >= 8 {
+        let (id, rest) = env.payload.split_at(8);
+        let mut word = [0; 8];
+        word.copy_from_slice(id);
+        (Inward::Client(u64::from_be_bytes(word)), rest)
+    } else if direct {
+        return;
+    } else if channel == names.all {
+        (Inward::Target(Target::All), env.payload)
+    } else if let Some(room) = channel.strip_prefix(&names.room) {
+        (Inward::Target(Target::Room(room)), env.payload)
+    } else {
+        return;
+    };
     match seen.check(channel, env.origin, env.seq, env.prev) {
         Order::Duplicate => {
             shared.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -616,8 +731,8 @@ fn receive(
         }
         Order::Next => {}
     }
-    let body = Bytes::copy_from_slice(env.payload);
-    let message = if env.kind == KIND_TEXT {
+    let body = Bytes::copy_from_slice(payload);
+    let message = if matches!(env.kind, KIND_TEXT | KIND_DIRECT_TEXT) {
         match Utf8Bytes::try_from(body) {
             Ok(text) => Message::Text(text),
             Err(_) => return,
@@ -626,7 +741,15 @@ fn receive(
         Message::Binary(body)
     };
     if let Some(inbox) = shared.inbox.get() {
-        inbox.deliver(target, message);
+        match to {
+            Inward::Target(target) => {
+                inbox.deliver(target, message);
+            }
+            Inward::Client(id) => {
+                // Gone since it was addressed: nothing to do.
+                inbox.send_to(id, message);
+            }
+        }
         shared.received.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -637,8 +760,7 @@ async fn publish(
     shared: &Shared,
     rx: &mut mpsc::Receiver<Out>,
     sent: &mut Sent,
-    room_prefix: &str,
-    all_channel: &str,
+    names: &Names,
     conn: &mut ::redis::aio::MultiplexedConnection,
     first: Out,
 ) -> Result<(), String> {
@@ -649,17 +771,26 @@ async fn publish(
         shared
             .queued_bytes
             .fetch_sub(out.message.len(), Ordering::Relaxed);
-        let channel = match &out.room {
-            Some(room) => format!("{room_prefix}{room}"),
-            None => all_channel.to_owned(),
-        };
+        let channel = names.of(&out.to);
         let (seq, prev) = sent.next(&channel);
-        let kind = if out.message.as_text().is_some() {
-            KIND_TEXT
-        } else {
-            KIND_BINARY
+        let text = out.message.as_text().is_some();
+        let env = match out.to {
+            Dest::Client(id) => {
+                let kind = if text {
+                    KIND_DIRECT_TEXT
+                } else {
+                    KIND_DIRECT_BINARY
+                };
+                let mut body = Vec::with_capacity(8 + out.message.len());
+                body.extend_from_slice(&id.to_be_bytes());
+                body.extend_from_slice(out.message.as_bytes());
+                envelope(kind, shared.node, seq, prev, &body)
+            }
+            Dest::All | Dest::Room(_) => {
+                let kind = if text { KIND_TEXT } else { KIND_BINARY };
+                envelope(kind, shared.node, seq, prev, out.message.as_bytes())
+            }
         };
-        let env = envelope(kind, shared.node, seq, prev, out.message.as_bytes());
         pipe.cmd("PUBLISH").arg(channel).arg(&env[..]).ignore();
         n += 1;
         if n < BATCH as u64 {
@@ -778,6 +909,47 @@ async fn refresh_presence(
         timed(pipe.query_async::<()>(conn))
             .await
             .map_err(|e| format!("presence: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Claims (or keeps) this node's number; logs an error, once, if another
+/// live node holds it.
+async fn claim_number(
+    shared: &Shared,
+    conn: &mut ::redis::aio::MultiplexedConnection,
+) -> Result<(), String> {
+    let key = format!("{}number:{}", shared.prefix, shared.number);
+    let me = format!("{:016x}", shared.node);
+    let ttl = millis(shared.presence_ttl) * 2;
+    let mut pipe = ::redis::pipe();
+    pipe.cmd("SET")
+        .arg(&key)
+        .arg(&me)
+        .arg("NX")
+        .arg("PX")
+        .arg(ttl)
+        .ignore()
+        .cmd("GET")
+        .arg(&key);
+    let (holder,): (Option<String>,) = timed(pipe.query_async(conn))
+        .await
+        .map_err(|e| format!("node number: {e}"))?;
+    if holder.as_deref() == Some(me.as_str()) {
+        return timed(
+            ::redis::cmd("PEXPIRE")
+                .arg(&key)
+                .arg(ttl)
+                .query_async::<()>(conn),
+        )
+        .await
+        .map_err(|e| format!("node number: {e}"));
+    }
+    if !shared.clash.swap(true, Ordering::Relaxed) {
+        tracing::error!(
+            number = shared.number,
+            "another node on this Redis has the same node number: connection ids may collide; give each node its own (redis-node-number)"
+        );
     }
     Ok(())
 }

@@ -448,3 +448,108 @@ async fn a_node_killed_with_sigkill_leaves_presence_within_the_ttl() {
     drop(stays);
     a.stop().await;
 }
+
+/// A bare `wharf::Server` on the Redis backplane (node number `number`)
+/// whose handler sends its id first, then for `to:<id>:<text>` calls
+/// `Hub::send_to(id, text)` and answers `sent:<bool>`.
+async fn direct_node(redis: &Redis, number: u16) -> (SocketAddr, wharf::Hub) {
+    let backplane = wharf::redis::Redis::open(&redis.url())
+        .expect("redis url")
+        .node_number(number);
+    let server = wharf::Server::new().backplane(std::sync::Arc::new(backplane));
+    let hub = server.hub();
+    let handler_hub = hub.clone();
+    let server = server.on_connection(move |mut conn| {
+        let hub = handler_hub.clone();
+        async move {
+            let _ = conn.send(format!("id:{}", conn.id()));
+            while let Some(msg) = conn.recv().await {
+                let Some(text) = msg.as_text() else { continue };
+                let Some((id, text)) = text.strip_prefix("to:").and_then(|t| t.split_once(':'))
+                else {
+                    continue;
+                };
+                let sent = id
+                    .parse::<u64>()
+                    .is_ok_and(|id| hub.send_to(id, text.to_owned()));
+                let _ = conn.send(format!("sent:{sent}"));
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(server.serve(listener));
+    within("the backplane up", async {
+        while hub.backplane().and_then(|b| b.status().link) != Some(wharf::backplane::Link::Up) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    (addr, hub)
+}
+
+async fn text(ws: &mut Ws) -> String {
+    match crate::util::next(ws).await {
+        tokio_tungstenite::tungstenite::Message::Text(t) => t.to_string(),
+        other => panic!("expected text, got {other:?}"),
+    }
+}
+
+/// Connects to `addr`; the connection's id.
+async fn direct_client(addr: SocketAddr) -> (Ws, u64) {
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+        .await
+        .expect("connect");
+    let hello = text(&mut ws).await;
+    let id = hello
+        .strip_prefix("id:")
+        .and_then(|id| id.parse().ok())
+        .unwrap_or_else(|| panic!("expected the id, got {hello:?}"));
+    (ws, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sends_to_an_id_reach_a_client_on_another_node() {
+    let Some(redis) = Redis::start("direct").await else {
+        return;
+    };
+    let (a, hub_a) = direct_node(&redis, 7).await;
+    let (b, _hub_b) = direct_node(&redis, 300).await;
+    assert_eq!(hub_a.node(), 7);
+    let (mut on_a, id_a) = direct_client(a).await;
+    let (mut on_b, id_b) = direct_client(b).await;
+    let (mut also_a, id_a2) = direct_client(a).await;
+    // The node's number is in the id, above the per-node part; ids stay
+    // exact as JavaScript numbers.
+    assert_eq!(wharf::backplane::node_of(id_a), 7);
+    assert_eq!(wharf::backplane::node_of(id_b), 300);
+    assert_eq!(id_a & ((1 << wharf::backplane::LOCAL_BITS) - 1), 1);
+    assert!(id_b < 1 << 53);
+    redis.wait_subscribers("wharf:node:300", 1).await;
+
+    // A to B, in order; B to A; A to A (local, no bus).
+    for i in 0..20 {
+        send_text(&mut on_a, &format!("to:{id_b}:hello-{i}")).await;
+    }
+    for i in 0..20 {
+        assert_eq!(text(&mut on_a).await, "sent:true");
+        assert_eq!(text(&mut on_b).await, format!("hello-{i}"));
+    }
+    send_text(&mut on_b, &format!("to:{id_a}:back")).await;
+    assert_eq!(text(&mut on_b).await, "sent:true");
+    assert_eq!(text(&mut on_a).await, "back");
+    send_text(&mut on_a, &format!("to:{id_a2}:local")).await;
+    assert_eq!(text(&mut on_a).await, "sent:true");
+    assert_eq!(text(&mut also_a).await, "local");
+    // A local id that is not open: refused here. A remote one that is
+    // not open: handed to the bus, and nobody gets it.
+    send_text(&mut on_a, &format!("to:{}:nobody", id_a2 + 1000)).await;
+    assert_eq!(text(&mut on_a).await, "sent:false");
+    send_text(&mut on_a, &format!("to:{}:nobody", id_b + 1000)).await;
+    assert_eq!(text(&mut on_a).await, "sent:true");
+    send_text(&mut on_a, &format!("to:{id_b}:last")).await;
+    assert_eq!(text(&mut on_a).await, "sent:true");
+    assert_eq!(text(&mut on_b).await, "last");
+}

@@ -17,17 +17,48 @@
 //! members then never wait for a round trip to Redis, and never lose a
 //! message because the bus is down.
 //!
+//! **Connection ids** are unique in the cluster: a backplane gives its
+//! node a number ([`Backplane::node`], 1 to 65,535), which the hub puts
+//! above the [`LOCAL_BITS`] low bits of every id it hands out (and which
+//! say the shard, as on one node). Ids stay below 2^53, exact in
+//! JavaScript numbers. Without a backplane the number is 0 and ids are as
+//! before: 1, 2, 3... [`Hub::send_to`] queues to a local id at once and
+//! hands any other node's id to the backplane, which sends it to that
+//! node alone.
+//!
 //! A hub without a backplane (the default) pays one atomic load per
 //! publish for this seam.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use wharf_proto::Message;
 
 use super::{Hub, Inner};
+
+/// The low bits of a connection id that the node numbers it with; the bits
+/// above them (16, up to bit 52) hold the node's number.
+pub const LOCAL_BITS: u32 = 37;
+const LOCAL_MASK: u64 = (1 << LOCAL_BITS) - 1;
+
+/// The id made of node number `node` and per-node id `local`.
+pub(crate) fn node_id(node: u64, local: u64) -> u64 {
+    (node << LOCAL_BITS) | (local & LOCAL_MASK)
+}
+
+/// The per-node part of connection id `id`.
+pub(crate) fn local_id(id: u64) -> u64 {
+    id & LOCAL_MASK
+}
+
+/// The number of the node that handed out connection id `id` (0: a hub
+/// without a backplane).
+pub fn node_of(id: u64) -> u16 {
+    u16::try_from(id >> LOCAL_BITS).unwrap_or(0)
+}
 
 /// Who a message from the bus is for.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -96,6 +127,20 @@ pub trait Backplane: Send + Sync + 'static {
 
     /// The link state and counters.
     fn status(&self) -> Status;
+
+    /// This node's number (1 to 65,535), unique among the nodes on the
+    /// bus: the hub puts it in the high bits of every connection id (see
+    /// the module docs). Read once, when attached. The default, 0, keeps
+    /// ids per process, and [`Hub::send_to`] then reaches local ids only.
+    fn node(&self) -> u16 {
+        0
+    }
+
+    /// Sends `message` to connection `id` on the node whose number is in
+    /// the id (never this one). Never waits. The default drops it.
+    fn send_to(&self, id: u64, message: &Message) {
+        let _ = (id, message);
+    }
 }
 
 /// Where a backplane delivers what it receives: this node's members.
@@ -119,6 +164,15 @@ impl Inbox {
             Target::All => hub.fan_out(None, message, None),
             Target::Room(room) => hub.fan_out(Some(room), message, None),
         }
+    }
+
+    /// Queues `message` for local connection `id`; returns whether it is
+    /// open here and took it.
+    pub fn send_to(&self, id: u64, message: Message) -> bool {
+        self.hub
+            .upgrade()
+            .and_then(|inner| Hub { inner }.get(id))
+            .is_some_and(|client| client.send(message).is_ok())
     }
 
     /// The number of local members of `room`.
@@ -160,6 +214,9 @@ impl Hub {
         if self.inner.backplane.set(backplane.clone()).is_err() {
             return false;
         }
+        self.inner
+            .node
+            .store(u64::from(backplane.node()), Ordering::Relaxed);
         backplane.attach(inbox);
         true
     }
@@ -182,6 +239,35 @@ impl Hub {
             return n.max(self.room_len(room));
         }
         self.room_len(room)
+    }
+
+    /// Sends `message` to connection `id`, on this node or, with a
+    /// backplane, on any other: a local connection's queue gets it at once;
+    /// the id of another node's connection goes to that node through the
+    /// bus, once (whether it is still open there is not known here).
+    /// Returns whether it was queued or handed to the bus: `false` for a
+    /// local id that is not open (or whose queue is over its bound), or a
+    /// remote one without a bus.
+    pub fn send_to(&self, id: u64, message: impl Into<Message>) -> bool {
+        let node = node_of(id);
+        let here = self.inner.node.load(Ordering::Relaxed);
+        if u64::from(node) == here {
+            return self
+                .get(id)
+                .is_some_and(|client| client.send(message).is_ok());
+        }
+        match self.inner.backplane.get() {
+            Some(backplane) => {
+                backplane.send_to(id, &message.into());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// This node's number in connection ids: 0 without a backplane.
+    pub fn node(&self) -> u16 {
+        u16::try_from(self.inner.node.load(Ordering::Relaxed)).unwrap_or(0)
     }
 
     pub(super) fn forward(&self, target: Target<'_>, message: &Message) {

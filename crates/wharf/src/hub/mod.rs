@@ -74,6 +74,9 @@ struct Inner {
     closing: AtomicBool,
     /// Other nodes' hubs, if any (`backplane.rs`).
     backplane: OnceLock<Arc<dyn Backplane>>,
+    /// This node's number in the high bits of ids (`backplane.rs`): 0
+    /// without a backplane.
+    node: AtomicU64,
 }
 
 /// One worker's share of the hub.
@@ -152,6 +155,7 @@ impl Hub {
                 emptied: Notify::new(),
                 closing: AtomicBool::new(false),
                 backplane: OnceLock::new(),
+                node: AtomicU64::new(0),
             }),
         }
     }
@@ -187,13 +191,17 @@ impl Hub {
     }
 
     /// A new connection id on `shard`: unique within this hub, increasing
-    /// in the order connections open on the shard.
+    /// in the order connections open on the shard; with a backplane, the
+    /// node's number in the high bits makes it unique in the cluster.
     pub(crate) fn next_id(&self, shard: usize) -> u64 {
         let n = self.inner.shards.len() as u64;
         let seq = self.inner.shards[shard]
             .next
             .fetch_add(1, Ordering::Relaxed);
-        seq * n + shard as u64 + 1
+        backplane::node_id(
+            self.inner.node.load(Ordering::Relaxed),
+            seq * n + shard as u64 + 1,
+        )
     }
 
     /// The coarse timer of connection `id`'s shard.
@@ -203,7 +211,7 @@ impl Hub {
 
     fn shard_of(&self, id: u64) -> &Shard {
         let n = self.inner.shards.len() as u64;
-        &self.inner.shards[(id.wrapping_sub(1) % n) as usize]
+        &self.inner.shards[(backplane::local_id(id).wrapping_sub(1) % n) as usize]
     }
 
     fn stripe(&self, room: &str) -> &Stripe {
@@ -467,7 +475,7 @@ impl Hub {
     }
 
     fn shard_index(&self, id: u64) -> usize {
-        (id.wrapping_sub(1) % self.inner.shards.len() as u64) as usize
+        (backplane::local_id(id).wrapping_sub(1) % self.inner.shards.len() as u64) as usize
     }
 
     /// Removes `id` from shard `index`'s members of `room` (held: `rooms`),

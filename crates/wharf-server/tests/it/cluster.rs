@@ -553,3 +553,161 @@ async fn sends_to_an_id_reach_a_client_on_another_node() {
     assert_eq!(text(&mut on_a).await, "sent:true");
     assert_eq!(text(&mut on_b).await, "last");
 }
+
+/// A TCP relay in front of Redis that can silence the subscriptions open
+/// now: their connections stay up and Redis's replies on them are
+/// swallowed, while commands on the other connections still work. A
+/// subscription that fails silently, as through a NAT that forgot it.
+struct Relay {
+    port: u16,
+    /// Connections numbered up to this one that sent `SUBSCRIBE` are mute.
+    mute_upto: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    opened: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Relay {
+    async fn start(redis_port: u16) -> Self {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let mute_upto = Arc::new(AtomicU64::new(0));
+        let opened = Arc::new(AtomicU64::new(0));
+        let (mute, count) = (mute_upto.clone(), opened.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", redis_port)).await else {
+                    continue;
+                };
+                let serial = count.fetch_add(1, Ordering::SeqCst) + 1;
+                let subscriber = Arc::new(AtomicBool::new(false));
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let seen = subscriber.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 16 * 1024];
+                    while let Ok(n @ 1..) = cr.read(&mut buf).await {
+                        if buf[..n]
+                            .windows(9)
+                            .any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE"))
+                        {
+                            seen.store(true, Ordering::SeqCst);
+                        }
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let mute = mute.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 16 * 1024];
+                    while let Ok(n @ 1..) = sr.read(&mut buf).await {
+                        let silent = subscriber.load(Ordering::SeqCst)
+                            && serial <= mute.load(Ordering::SeqCst);
+                        if !silent && cw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            mute_upto,
+            opened,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Silences every subscription open now.
+    fn mute(&self) {
+        use std::sync::atomic::Ordering;
+        self.mute_upto
+            .store(self.opened.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+}
+
+/// Says `retry-<k>` from `sender` until `receiver` gets one; how long
+/// that took from `since`.
+async fn until_delivered(sender: &mut Ws, receiver: &mut Ws, since: Instant) -> Duration {
+    let mut k = 0;
+    within("cross-node delivery back", async {
+        loop {
+            k += 1;
+            say(sender, &format!("retry-{k}")).await;
+            let got = tokio::time::timeout(Duration::from_millis(100), async {
+                read_until(receiver, |t| t.starts_with("retry-")).await
+            })
+            .await;
+            if got.is_ok() {
+                return;
+            }
+        }
+    })
+    .await;
+    since.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_that_dies_alone_is_found_and_renewed_within_2s() {
+    let Some(redis) = Redis::start("stale-sub").await else {
+        return;
+    };
+    let relay = Relay::start(redis.port).await;
+    let mut through_relay = node_config(&redis);
+    through_relay.redis = Some(relay.url());
+    let a = start(through_relay).await;
+    a.wait_metric("wharf_backplane_up", 1).await;
+    let b = node(&redis).await;
+    let (mut on_a, _) = member(&a, "s", "on-a").await;
+    let (mut on_b, _) = member(&b, "s", "on-b").await;
+    redis.wait_subscribers("wharf:room:s", 2).await;
+    say(&mut on_b, "before").await;
+    assert_eq!(read_until(&mut on_a, |t| t == "before").await, ["before"]);
+
+    // 1. Silently: no error, no close; commands (publishes, presence)
+    //    still work. Only the liveness probe can tell.
+    relay.mute();
+    let muted = Instant::now();
+    say(&mut on_a, "a-still-publishes").await;
+    let seen = read_until(&mut on_b, |t| t == "a-still-publishes").await;
+    assert_eq!(seen, ["before", "a-still-publishes"]);
+    let took = until_delivered(&mut on_b, &mut on_a, muted).await;
+    assert!(
+        took <= Duration::from_secs(2),
+        "silent: back after {took:?}"
+    );
+    assert!(a.metric("wharf_backplane_reconnects_total").await >= 1);
+    eprintln!("a silently stale subscription renewed after {took:?}");
+
+    // 2. Killed by Redis (CLIENT KILL TYPE pubsub): every node's
+    //    subscription closes, commands go on.
+    let before = a.metric("wharf_backplane_reconnects_total").await;
+    let killed = Instant::now();
+    let reply = redis.command("CLIENT KILL TYPE pubsub").await;
+    assert!(
+        reply.as_deref().is_some_and(|r| r.starts_with(':')),
+        "{reply:?}"
+    );
+    let took = until_delivered(&mut on_b, &mut on_a, killed).await;
+    assert!(
+        took <= Duration::from_secs(2),
+        "killed: back after {took:?}"
+    );
+    let took_ba = until_delivered(&mut on_a, &mut on_b, killed).await;
+    assert!(
+        took_ba <= Duration::from_secs(2),
+        "killed: back after {took_ba:?}"
+    );
+    assert!(a.metric("wharf_backplane_reconnects_total").await > before);
+    eprintln!("a killed subscription renewed after {took:?}");
+    assert_eq!(a.metric("wharf_backplane_duplicates_total").await, 0);
+    drop((on_a, on_b));
+    a.stop().await;
+    b.stop().await;
+}

@@ -98,6 +98,22 @@ pub struct Settings {
     #[arg(long, env = "WHARF_REDIS", value_name = "URL", value_parser = parse_redis)]
     pub redis: Option<String>,
 
+    /// The prefix of every Redis channel and key: nodes that share rooms
+    /// use the same one, other apps on that Redis another [default: wharf:]
+    #[arg(long, env = "WHARF_REDIS_PREFIX", value_name = "PREFIX", value_parser = parse_redis_prefix)]
+    pub redis_prefix: Option<String>,
+
+    /// How long a node's presence lasts in Redis without a refresh: the
+    /// members of a node that died leave every count within it (at least
+    /// 300ms) [default: 6s]
+    #[arg(long, env = "WHARF_REDIS_PRESENCE_TTL", value_name = "DURATION", value_parser = parse_presence_ttl)]
+    pub redis_presence_ttl: Option<Duration>,
+
+    /// This node's number in connection ids (1-65535), distinct on every
+    /// node of one Redis [default: random]
+    #[arg(long, env = "WHARF_REDIS_NODE_NUMBER", value_name = "N", value_parser = parse_node_number)]
+    pub redis_node_number: Option<u16>,
+
     /// The largest WebSocket message accepted; a bigger one closes the
     /// connection with 1009 [default: 64KiB in chat mode, else 1MiB]
     #[arg(long, env = "WHARF_MAX_MESSAGE_SIZE", value_name = "SIZE", value_parser = parse_size)]
@@ -269,6 +285,12 @@ pub struct Config {
     pub static_dir: Option<PathBuf>,
     /// The Redis that nodes share rooms through, if any.
     pub redis: Option<String>,
+    /// The prefix of the Redis channels and keys.
+    pub redis_prefix: String,
+    /// How long a node's presence lasts without a refresh.
+    pub redis_presence_ttl: Duration,
+    /// This node's number in connection ids; `None`: random.
+    pub redis_node_number: Option<u16>,
     /// The largest message accepted, in bytes.
     pub max_message_size: usize,
     /// The largest frame accepted, in bytes.
@@ -324,6 +346,9 @@ impl Default for Config {
             mode: Mode::Chat,
             static_dir: None,
             redis: None,
+            redis_prefix: "wharf:".to_owned(),
+            redis_presence_ttl: Duration::from_secs(6),
+            redis_node_number: None,
             max_message_size: CHAT_MAX_MESSAGE,
             max_frame_size: CHAT_MAX_MESSAGE,
             max_fragments: 4096,
@@ -426,6 +451,9 @@ const KEYS: &[&str] = &[
     "mode",
     "static",
     "redis",
+    "redis-prefix",
+    "redis-presence-ttl",
+    "redis-node-number",
     "max-message-size",
     "max-frame-size",
     "max-fragments",
@@ -615,6 +643,24 @@ impl Config {
                     settings.static_dir = Some(base.join(dir));
                 }
                 "redis" => settings.redis = Some(string(value, &name, parse_redis).map_err(at)?),
+                "redis-prefix" => {
+                    settings.redis_prefix =
+                        Some(string(value, &name, parse_redis_prefix).map_err(at)?);
+                }
+                "redis-presence-ttl" => {
+                    settings.redis_presence_ttl =
+                        Some(duration(value, parse_presence_ttl).map_err(at)?);
+                }
+                "redis-node-number" => {
+                    let n = match integer(value) {
+                        Some(n) => parse_node_number(&n.map_err(at)?.to_string()),
+                        None => Err(format!(
+                            "expected an integer, found {}",
+                            value.get_ref().type_str()
+                        )),
+                    };
+                    settings.redis_node_number = Some(n.map_err(at)?);
+                }
                 "max-message-size" => settings.max_message_size = Some(size(value).map_err(at)?),
                 "max-frame-size" => settings.max_frame_size = Some(size(value).map_err(at)?),
                 "max-fragments" => settings.max_fragments = Some(count(value).map_err(at)?),
@@ -713,6 +759,9 @@ impl Config {
             mode,
             static_dir,
             redis,
+            redis_prefix,
+            redis_presence_ttl,
+            redis_node_number,
             max_message_size,
             max_frame_size,
             max_fragments,
@@ -747,6 +796,11 @@ impl Config {
         }
         if redis.is_some() {
             self.redis = redis;
+        }
+        set(&mut self.redis_prefix, redis_prefix);
+        set(&mut self.redis_presence_ttl, redis_presence_ttl);
+        if redis_node_number.is_some() {
+            self.redis_node_number = redis_node_number;
         }
         set(&mut self.max_message_size, max_message_size);
         set(&mut self.max_frame_size, max_frame_size);
@@ -807,6 +861,15 @@ impl Config {
         match &self.redis {
             Some(url) => line("redis", quote(url)),
             None => line("# redis", "\"URL\"  (none: this node alone)".to_owned()),
+        }
+        line("redis-prefix", quote(&self.redis_prefix));
+        line(
+            "redis-presence-ttl",
+            quote(&fmt_duration(self.redis_presence_ttl)),
+        );
+        match self.redis_node_number {
+            Some(n) => line("redis-node-number", n.to_string()),
+            None => line("# redis-node-number", "N  (none: random)".to_owned()),
         }
         line("max-message-size", self.max_message_size.to_string());
         line("max-frame-size", self.max_frame_size.to_string());
@@ -1026,6 +1089,33 @@ fn parse_redis(s: &str) -> Result<String, String> {
     wharf::redis::Redis::open(s)
         .map(|_| s.to_owned())
         .map_err(|e| format!("{s:?} is not a usable Redis URL: {e}"))
+}
+
+/// A Redis key prefix: 1 to 64 visible ASCII characters.
+fn parse_redis_prefix(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 64 || !s.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "{s:?} is not a Redis prefix (1 to 64 visible ASCII characters, such as \"chat:\")"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+/// The presence TTL: a duration of at least 300 ms.
+fn parse_presence_ttl(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(300) {
+        return Err("must be at least 300ms (presence is refreshed every third of it)".to_owned());
+    }
+    Ok(d)
+}
+
+/// A node number: 1 to 65535.
+fn parse_node_number(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u16>() {
+        Ok(n @ 1..) => Ok(n),
+        _ => Err(format!("{s:?} is not a node number (1 to 65535)")),
+    }
 }
 
 fn parse_enum<E: ValueEnum>(s: &str) -> Result<E, String> {
@@ -1308,6 +1398,48 @@ mod tests {
     }
 
     #[test]
+    fn redis_settings_come_three_ways() {
+        let s =
+            file("redis-prefix = \"chat:\"\nredis_presence_ttl = \"2s\"\nredis-node-number = 12\n")
+                .unwrap();
+        assert_eq!(s.redis_prefix.as_deref(), Some("chat:"));
+        assert_eq!(s.redis_presence_ttl, Some(Duration::from_secs(2)));
+        assert_eq!(s.redis_node_number, Some(12));
+        let e = file("redis-node-number = 0\n").unwrap_err();
+        assert_eq!(e.key(), Some("redis-node-number"));
+        let e = file("redis-node-number = 70000\n").unwrap_err();
+        assert!(e.to_string().contains("1 to 65535"), "{e}");
+        let e = file("redis-presence-ttl = \"100ms\"\n").unwrap_err();
+        assert!(e.to_string().contains("at least 300ms"), "{e}");
+        let e = file("redis-prefix = \"has space\"\n").unwrap_err();
+        assert_eq!(e.key(), Some("redis-prefix"));
+        let cli = Cli::try_parse_from([
+            "wharf",
+            "--redis-prefix",
+            "app2:",
+            "--redis-presence-ttl",
+            "1500ms",
+            "--redis-node-number",
+            "65535",
+        ])
+        .unwrap();
+        let c = Config::load(&cli).unwrap();
+        assert_eq!(c.redis_prefix, "app2:");
+        assert_eq!(c.redis_presence_ttl, Duration::from_millis(1500));
+        assert_eq!(c.redis_node_number, Some(65535));
+        let d = Config::default();
+        assert_eq!(
+            (
+                d.redis_prefix.as_str(),
+                d.redis_presence_ttl,
+                d.redis_node_number
+            ),
+            ("wharf:", Duration::from_secs(6), None)
+        );
+        assert!(Cli::try_parse_from(["wharf", "--redis-node-number", "x"]).is_err());
+    }
+
+    #[test]
     fn printed_config_reads_back() {
         let c = Config {
             legacy_drafts: true,
@@ -1316,6 +1448,9 @@ mod tests {
             static_dir: Some(PathBuf::from("/srv/www")),
             tls_cert: Some(PathBuf::from("/etc/wharf/cert.pem")),
             tls_key: Some(PathBuf::from("/etc/wharf/key.pem")),
+            redis_prefix: "chat:".to_owned(),
+            redis_presence_ttl: Duration::from_millis(2500),
+            redis_node_number: Some(9),
             ..Config::default()
         };
         let mut back = Config::default();

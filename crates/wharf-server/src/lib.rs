@@ -107,6 +107,12 @@ pub async fn serve(
     if let Some(url) = &config.redis {
         let redis =
             wharf::redis::Redis::open(url).with_context(|| format!("invalid Redis URL {url:?}"))?;
+        let mut redis = redis
+            .prefix(&config.redis_prefix)
+            .presence_ttl(config.redis_presence_ttl);
+        if let Some(n) = config.redis_node_number {
+            redis = redis.node_number(n);
+        }
         tracing::info!(
             node = wharf::Backplane::node(&redis),
             "sharing rooms through Redis"

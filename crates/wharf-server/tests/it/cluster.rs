@@ -711,3 +711,35 @@ async fn a_subscription_that_dies_alone_is_found_and_renewed_within_2s() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_prefix_node_number_and_presence_ttl_are_settings() {
+    let Some(redis) = Redis::start("settings").await else {
+        return;
+    };
+    let mut c = node_config(&redis);
+    c.redis_prefix = "app2:".to_owned();
+    c.redis_node_number = Some(42);
+    c.redis_presence_ttl = Duration::from_secs(1);
+    let a = start(c).await;
+    a.wait_metric("wharf_backplane_up", 1).await;
+    redis.wait_subscribers("app2:node:42", 1).await;
+    let (ws, joined) = member(&a, "p", "ann").await;
+    let id = joined["id"].as_u64().expect("id");
+    assert_eq!(wharf::backplane::node_of(id), 42, "{joined}");
+    redis.wait_subscribers("app2:room:p", 1).await;
+    // Nothing under the default prefix.
+    assert_eq!(
+        redis.command("EXISTS wharf:presence:p").await.as_deref(),
+        Some(":0")
+    );
+    // The key lives twice the TTL: 2 s here, against 12 s by default.
+    let pttl: i64 = redis
+        .command("PTTL app2:presence:p")
+        .await
+        .and_then(|r| r.trim_start_matches(':').parse().ok())
+        .expect("PTTL");
+    assert!((1..=2000).contains(&pttl), "PTTL {pttl}");
+    drop(ws);
+    a.stop().await;
+}

@@ -57,6 +57,16 @@ impl Histogram {
         self.total
     }
 
+    /// Adds every value recorded in `other`.
+    pub(crate) fn merge(&mut self, other: &Self) {
+        for (c, o) in self.counts.iter_mut().zip(&other.counts) {
+            *c += o;
+        }
+        self.total += other.total;
+        self.max = self.max.max(other.max);
+        self.sum += other.sum;
+    }
+
     pub(crate) fn max(&self) -> u64 {
         self.max
     }

@@ -15,6 +15,7 @@
 //! cargo run --release -p wharf-bench -- server wharf-lib --mode echo --addr 127.0.0.1:9000
 //! cargo run --release -p wharf-bench -- report target/bench/results.json   # re-render
 //! cargo run --release -p wharf-bench -- tls                # TLS vs plain (~1 min)
+//! cargo run --release -p wharf-bench -- cluster            # two nodes over Redis (~1 min)
 //! ```
 //!
 //! Scenarios: `echo-latency`, `echo-small`, `echo-1k`, `echo-64k`,
@@ -44,6 +45,7 @@
 
 mod alloc;
 mod client;
+mod cluster;
 mod compression;
 mod hist;
 mod load;
@@ -73,6 +75,7 @@ fn main() -> anyhow::Result<()> {
     match command.as_str() {
         "server" => server(&args[1..]),
         "tls" => tls::bench(&args[1..]),
+        "cluster" => cluster::bench(&args[1..]),
         "tls-server" => tls::server(&args[1..]),
         "report" => rerender(&args[1..]),
         "help" | "-h" | "--help" => {

@@ -209,6 +209,36 @@ fn run_load(
     Ok(total)
 }
 
+/// The counters of a node's `/metrics` that account for losses: slow
+/// clients closed or dropped, backplane drops, gaps and reconnects.
+fn counters(port: u16) -> anyhow::Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(2)))?;
+    write!(
+        tcp,
+        "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut body = String::new();
+    tcp.read_to_string(&mut body)?;
+    let wanted = [
+        "wharf_slow_client_closes_total",
+        "wharf_slow_client_drops_total",
+        "wharf_write_timeouts_total",
+        "wharf_backplane_dropped",
+        "wharf_backplane_gaps",
+        "wharf_backplane_reconnects",
+        "wharf_fanouts_dropped_total",
+    ];
+    let found: Vec<String> = body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| wanted.iter().any(|w| l.starts_with(w)))
+        .map(str::to_owned)
+        .collect();
+    Ok(found.join(", "))
+}
+
 /// `wharf-bench cluster ...`
 pub(crate) fn bench(args: &[String]) -> anyhow::Result<()> {
     let mut subs = 1000;
@@ -287,6 +317,14 @@ pub(crate) fn bench(args: &[String]) -> anyhow::Result<()> {
                     side.hist.max() as f64 / 1e6,
                     expected.saturating_sub(side.received),
                     100.0 * rcpu / wall,
+                );
+            }
+            // Where the losses went: each node's own counters.
+            for (i, port) in ports.iter().enumerate() {
+                println!(
+                    "  node {}: {}",
+                    if i == 0 { "A" } else { "B" },
+                    counters(*port).unwrap_or_else(|e| format!("no /metrics: {e}"))
                 );
             }
             drop(nodes);

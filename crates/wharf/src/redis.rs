@@ -593,7 +593,11 @@ async fn session(
     let mut probe_back = Instant::now();
     let mut probes = 0u64;
     loop {
+        // What arrives first: reading keeps Redis' output buffer for this
+        // subscriber short, and the probe's echo is seen before the probe
+        // is judged.
         tokio::select! {
+            biased;
             msg = stream.next() => {
                 let Some(msg) = msg else {
                     return "the subscription connection closed".to_owned();
@@ -693,14 +697,15 @@ fn receive(
     payload: &[u8],
     probe_back: &mut Instant,
 ) {
+    // Anything that arrives shows the subscription alive, not only the
+    // probe: under load the probe's echo may wait behind other messages,
+    // and a busy link must not be taken for a stale one.
+    *probe_back = Instant::now();
     let Some(env) = open_envelope(payload) else {
         tracing::debug!(channel, "not a wharf envelope: ignored");
         return;
     };
     if env.origin == shared.node {
-        if env.kind == KIND_PROBE {
-            *probe_back = Instant::now();
-        }
         return;
     }
     if env.kind == KIND_PROBE {

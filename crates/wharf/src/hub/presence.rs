@@ -15,7 +15,7 @@
 //! members (checked when a name is set), so they never take more than
 //! about twice the room's members.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -95,19 +95,26 @@ impl Hub {
     /// leaves. Returns `false` (and keeps nothing) if `id` is not a member
     /// of `room` here.
     pub fn set_member_name(&self, room: &str, id: u64, name: &str) -> bool {
-        let members = self.members(room);
-        if !members.contains(&id) {
+        if !self.rooms_of(id).iter().any(|r| r == room) {
             return false;
         }
+        let len = self.room_len(room);
         let mut names = lock(&self.inner.presence.names);
         let of_room = names.entry(room.into()).or_default();
         of_room.insert(id, name.to_owned());
-        if of_room.len() > 2 * members.len() + 16 {
-            of_room.retain(|id, _| members.contains(id));
+        if of_room.len() > 2 * len + 16 {
+            // Names of members that left: dropped, in amortized O(1).
+            drop(names);
+            let members: HashSet<u64> = self.members(room).into_iter().collect();
+            let mut names = lock(&self.inner.presence.names);
+            if let Some(of_room) = names.get_mut(room) {
+                of_room.retain(|id, _| members.contains(id));
+            }
+        } else {
+            drop(names);
         }
-        drop(names);
         // The backplane writes this node's member list again.
-        self.room_changed(room, members.len());
+        self.room_changed(room, len);
         true
     }
 

@@ -4,9 +4,10 @@
 //! chat gives each the name it joined under). [`Hub::presence`] lists a
 //! room's members: this node's from the hub itself (always, even while the
 //! bus is down), the other nodes' from the backplane
-//! ([`Backplane::presence`]). A backplane that finds another node dead
-//! (its presence expired without it leaving) reports that node's members
-//! of each room once, as a [`Departure`], to the hub's
+//! ([`Backplane::presence`](super::Backplane::presence)). A backplane
+//! that finds another node dead (its presence expired without it leaving)
+//! reports that node's members of each room once, as a [`Departure`], to
+//! the hub's
 //! [`Hub::departures`] receivers; each node tells its own members (with
 //! [`Hub::publish_local`]), so each member hears of each departure once.
 //!
@@ -175,7 +176,8 @@ impl Hub {
     }
 }
 
-/// The default of [`Backplane::presence`]: no other node known.
+/// The default of [`Backplane::presence`](super::Backplane::presence):
+/// no other node known.
 pub(super) fn none() -> Pin<Box<dyn Future<Output = Option<Vec<Member>>> + Send + 'static>> {
     Box::pin(std::future::ready(None))
 }

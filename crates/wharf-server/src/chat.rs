@@ -18,7 +18,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use wharf::{Connection, Hub, Message};
+use tokio::sync::broadcast::error::RecvError;
+use wharf::{Connection, Departure, Hub, Message};
 
 use crate::names;
 
@@ -273,6 +274,8 @@ impl Session {
                 }
                 self.leave(conn, hub, true).await;
                 conn.join(&room);
+                // Listed by name on every node (`Hub::presence`).
+                hub.set_member_name(&room, self.id, &name);
                 let online = hub.online(&room).await;
                 hub.publish(
                     &room,
@@ -333,6 +336,52 @@ impl Session {
         if tell_self {
             let _ = conn.send(msg);
         }
+    }
+}
+
+/// Tells this node's members of a room, with a `left` each, of the
+/// members of another node that died without leaving (its presence
+/// expired): every node tells its own members, so each hears of each
+/// departure once. Stops when dropped.
+pub(crate) struct Departures(tokio::task::JoinHandle<()>);
+
+impl Departures {
+    /// Starts listening to `hub`'s departures.
+    pub(crate) fn start(hub: &Hub) -> Self {
+        let mut departures = hub.departures();
+        let hub = hub.clone();
+        Self(tokio::spawn(async move {
+            loop {
+                match departures.recv().await {
+                    Ok(departure) => tell_departure(&hub, departure).await,
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "departures not told: too many at once");
+                    }
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        }))
+    }
+}
+
+impl Drop for Departures {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn tell_departure(hub: &Hub, departure: Departure) {
+    let room = departure.room.as_str();
+    // The dead node's members are out of the count already.
+    let online = hub.online(room).await;
+    for member in &departure.members {
+        let left = Out::Left {
+            room,
+            id: member.id,
+            name: &member.name,
+            online,
+        };
+        hub.publish_local(room, left.encode());
     }
 }
 

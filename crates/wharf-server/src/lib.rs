@@ -127,6 +127,8 @@ pub async fn serve(
         metrics: config.metrics_on_main(),
         rate_limit_reason: rate_limit_reason(&config),
     });
+    let _departures = (config.mode == Mode::Chat && config.redis.is_some())
+        .then(|| chat::Departures::start(&app.hub));
     let server = configure(server, &config, app.clone());
     let (server, reloads) = tls::configure(server, &config)?;
     let addr = listener.local_addr().context("listener has no address")?;

@@ -38,7 +38,7 @@ pub use forwarded::fuzz_forwarded;
 pub use forwarded::{Cidr, CidrError, ForwardedHeader, Remote};
 #[doc(hidden)]
 pub use head::fuzz_request_head;
-pub use hub::{Backplane, Hub};
+pub use hub::{Backplane, Departure, Hub, Member};
 pub use listener::Listener;
 pub use policy::{Hosts, InvalidPattern, Origins};
 #[doc(hidden)]

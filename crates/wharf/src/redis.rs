@@ -47,6 +47,25 @@
 //! after twice the TTL. A node that dies without leaving drops out of every
 //! count within `presence_ttl` (nodes' clocks are assumed to agree to well
 //! under a second).
+//!
+//! Member lists: a hash per room and node (`<prefix>members:<room>:<node
+//! id>`), each member's connection id and name ([`crate::Hub::set_member_name`]),
+//! written as members come and go (only what changed) and kept for twice
+//! the TTL, renewed with the count: a refresh is one pipeline per node
+//! (per 256 rooms), whatever the number of members. [`crate::Hub::presence`]
+//! reads the lists of the nodes whose count has not expired.
+//!
+//! Dead nodes: at every refresh a node also reads the count hash of each
+//! room it serves. A node seen there alive whose expiry passes without it
+//! leaving (a node that leaves deletes its field) is dead: its member list
+//! (still kept: twice the TTL) is read once and handed to the hub as a
+//! [`crate::Departure`], for this node to tell its own members. Each node
+//! reports each dead node once per room, to its own members: every
+//! surviving member hears of each departure once, within `presence_ttl`
+//! and a refresh of the death, with no election. A node judges no other
+//! for `presence_ttl / 3 + 500 ms` after its own link comes back (the
+//! others may not have refreshed yet after a Redis outage). Fields expired
+//! for twice the TTL are deleted by whoever sees them.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -63,6 +82,7 @@ use tokio::sync::{Notify, mpsc};
 use wharf_proto::{Message, Utf8Bytes};
 
 use crate::hub::backplane::{Backplane, Inbox, Link, Status, Target, node_of};
+use crate::hub::{Departure, Member};
 
 /// How long the task waits between two connection attempts.
 pub const RETRY: Duration = Duration::from_millis(250);
@@ -333,6 +353,44 @@ impl Backplane for Redis {
         })
     }
 
+    fn presence(
+        &self,
+        room: &str,
+    ) -> Pin<Box<dyn Future<Output = Option<Vec<Member>>> + Send + 'static>> {
+        let shared = self.shared.clone();
+        let room = room.to_owned();
+        Box::pin(async move {
+            let mut conn = lock(&shared.query).clone()?;
+            let query = async {
+                let key = format!("{}presence:{room}", shared.prefix);
+                let fields: HashMap<String, String> = ::redis::cmd("HGETALL")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await?;
+                let me = format!("{:016x}", shared.node);
+                let now = now_ms();
+                let live: Vec<&String> = fields
+                    .iter()
+                    .filter(|(node, value)| {
+                        **node != me && parse_presence(value).is_some_and(|(_, exp)| exp > now)
+                    })
+                    .map(|(node, _)| node)
+                    .collect();
+                if live.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut pipe = ::redis::pipe();
+                for node in &live {
+                    pipe.cmd("HGETALL")
+                        .arg(members_key(&shared.prefix, &room, node));
+                }
+                let lists: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await?;
+                Ok::<_, ::redis::RedisError>(lists.into_iter().flat_map(parse_members).collect())
+            };
+            tokio::time::timeout(QUERY_TIMEOUT, query).await.ok()?.ok()
+        })
+    }
+
     fn status(&self) -> Status {
         let s = &self.shared;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -380,6 +438,43 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The key of `node`'s member list of `room`.
+fn members_key(prefix: &str, room: &str, node: &str) -> String {
+    format!("{prefix}members:{room}:{node}")
+}
+
+/// A member list as read from Redis (fields that are not ids skipped).
+fn parse_members(list: HashMap<String, String>) -> Vec<Member> {
+    list.into_iter()
+        .filter_map(|(id, name)| {
+            Some(Member {
+                id: id.parse().ok()?,
+                name,
+            })
+        })
+        .collect()
+}
+
+/// What the task knows of presence, across sessions.
+#[derive(Default)]
+struct Watch {
+    /// This node's member lists as written to Redis in this session, per
+    /// room (cleared on every new connection: written again in full).
+    written: HashMap<String, HashMap<u64, String>>,
+    /// Per room this node serves, the other nodes seen alive in it.
+    alive: HashMap<String, HashSet<String>>,
+    /// When the link last came up: no node is judged dead before
+    /// [`Watch::settled`].
+    since: Option<Instant>,
+}
+
+impl Watch {
+    fn settled(&self, ttl: Duration) -> bool {
+        self.since
+            .is_some_and(|t| t.elapsed() >= ttl / 3 + Duration::from_millis(500))
+    }
 }
 
 /// A presence field's value: `count expiry_ms`.
@@ -504,6 +599,7 @@ impl Sent {
 async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Out>) {
     let mut seen = Seen::default();
     let mut sent = Sent::default();
+    let mut watch = Watch::default();
     let mut connected_before = false;
     let mut logged_down = false;
     loop {
@@ -515,6 +611,7 @@ async fn run(shared: Arc<Shared>, mut rx: mpsc::Receiver<Out>) {
             &mut rx,
             &mut seen,
             &mut sent,
+            &mut watch,
             &mut connected_before,
         )
         .await;
@@ -546,6 +643,7 @@ async fn session(
     rx: &mut mpsc::Receiver<Out>,
     seen: &mut Seen,
     sent: &mut Sent,
+    watch: &mut Watch,
     connected_before: &mut bool,
 ) -> String {
     let connect = async {
@@ -572,7 +670,9 @@ async fn session(
         let Rooms { local, dirty } = &mut *rooms;
         dirty.extend(local.keys().cloned());
     }
-    if let Err(e) = reconcile(shared, &mut sink, &mut conn, &mut subscribed, seen).await {
+    watch.written.clear();
+    watch.since = None;
+    if let Err(e) = reconcile(shared, &mut sink, &mut conn, &mut subscribed, seen, watch).await {
         return e;
     }
     if let Err(e) = claim_number(shared, &mut conn).await {
@@ -581,6 +681,7 @@ async fn session(
     *lock(&shared.query) = Some(conn.clone());
     *lock(&shared.link) = Link::Up;
     shared.up.store(true, Ordering::SeqCst);
+    watch.since = Some(Instant::now());
     if std::mem::replace(connected_before, true) {
         shared.reconnects.fetch_add(1, Ordering::Relaxed);
         tracing::info!("Redis backplane back: rooms subscribed again");
@@ -611,7 +712,7 @@ async fn session(
                 }
             }
             () = shared.changed.notified() => {
-                if let Err(e) = reconcile(shared, &mut sink, &mut conn, &mut subscribed, seen).await {
+                if let Err(e) = reconcile(shared, &mut sink, &mut conn, &mut subscribed, seen, watch).await {
                     return e;
                 }
             }
@@ -630,7 +731,7 @@ async fn session(
                 }
             }
             _ = heartbeat.tick() => {
-                if let Err(e) = refresh_presence(shared, &mut conn).await {
+                if let Err(e) = refresh_presence(shared, &mut conn, watch).await {
                     return e;
                 }
                 if let Err(e) = claim_number(shared, &mut conn).await {
@@ -822,6 +923,7 @@ async fn reconcile(
     conn: &mut ::redis::aio::MultiplexedConnection,
     subscribed: &mut HashSet<String>,
     seen: &mut Seen,
+    watch: &mut Watch,
 ) -> Result<(), String> {
     let changes: Vec<(String, usize)> = {
         let mut rooms = lock(&shared.rooms);
@@ -859,12 +961,19 @@ async fn reconcile(
                 .arg(&key)
                 .arg(millis(shared.presence_ttl) * 2)
                 .ignore();
+            write_members(shared, &mut presence, watch, room, &field);
         } else {
             if subscribed.remove(&channel) {
                 seen.forget(&channel);
                 part.push(channel);
             }
             presence.cmd("HDEL").arg(&key).arg(&field).ignore();
+            presence
+                .cmd("DEL")
+                .arg(members_key(&shared.prefix, room, &field))
+                .ignore();
+            watch.written.remove(room);
+            watch.alive.remove(room);
         }
     }
     if !join.is_empty() {
@@ -882,21 +991,84 @@ async fn reconcile(
         .map_err(|e| format!("presence: {e}"))
 }
 
-/// Refreshes this node's presence in every room it serves.
+/// Adds to `pipe` what brings this node's member list of `room` in Redis
+/// up to date: only the changes since the last write in this session (all
+/// of it, after clearing the key, on the first), and its expiry.
+fn write_members(
+    shared: &Shared,
+    pipe: &mut ::redis::Pipeline,
+    watch: &mut Watch,
+    room: &str,
+    field: &str,
+) {
+    let key = members_key(&shared.prefix, room, field);
+    let now: HashMap<u64, String> = shared
+        .inbox
+        .get()
+        .map(|i| i.local_presence(room))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| (m.id, m.name))
+        .collect();
+    let old = watch.written.remove(room);
+    if old.is_none() {
+        pipe.cmd("DEL").arg(&key).ignore();
+    }
+    let old = old.unwrap_or_default();
+    let gone: Vec<u64> = old
+        .keys()
+        .filter(|id| !now.contains_key(id))
+        .copied()
+        .collect();
+    if !gone.is_empty() {
+        pipe.cmd("HDEL").arg(&key).arg(gone).ignore();
+    }
+    let mut set = ::redis::cmd("HSET");
+    set.arg(&key);
+    let mut changed = false;
+    for (id, name) in &now {
+        if old.get(id) != Some(name) {
+            set.arg(*id).arg(name);
+            changed = true;
+        }
+    }
+    if changed {
+        pipe.add_command(set).ignore();
+    }
+    pipe.cmd("PEXPIRE")
+        .arg(&key)
+        .arg(millis(shared.presence_ttl) * 2)
+        .ignore();
+    watch.written.insert(room.to_owned(), now);
+}
+
+/// Refreshes this node's presence in every room it serves, reads the
+/// other nodes' there, and reports the members of the nodes found dead
+/// (see the module docs).
 async fn refresh_presence(
     shared: &Shared,
     conn: &mut ::redis::aio::MultiplexedConnection,
+    watch: &mut Watch,
 ) -> Result<(), String> {
     let rooms: Vec<(String, usize)> = lock(&shared.rooms)
         .local
         .iter()
         .map(|(r, n)| (r.clone(), *n))
         .collect();
+    watch
+        .alive
+        .retain(|room, _| rooms.iter().any(|(r, _)| r == room));
     if rooms.is_empty() {
         return Ok(());
     }
     let field = format!("{:016x}", shared.node);
-    let expiry = now_ms() + millis(shared.presence_ttl);
+    let now = now_ms();
+    let ttl = millis(shared.presence_ttl);
+    let expiry = now + ttl;
+    let settled = watch.settled(shared.presence_ttl);
+    // (room, node) pairs.
+    let mut dead = Vec::new();
+    let mut stale = Vec::new();
     for chunk in rooms.chunks(BATCH) {
         let mut pipe = ::redis::pipe();
         for (room, n) in chunk {
@@ -908,12 +1080,70 @@ async fn refresh_presence(
                 .ignore()
                 .cmd("PEXPIRE")
                 .arg(&key)
-                .arg(millis(shared.presence_ttl) * 2)
-                .ignore();
+                .arg(ttl * 2)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(members_key(&shared.prefix, room, &field))
+                .arg(ttl * 2)
+                .ignore()
+                .cmd("HGETALL")
+                .arg(&key);
         }
-        timed(pipe.query_async::<()>(conn))
+        let counts: Vec<HashMap<String, String>> = timed(pipe.query_async(conn))
             .await
             .map_err(|e| format!("presence: {e}"))?;
+        for ((room, _), fields) in chunk.iter().zip(counts) {
+            let alive = watch.alive.entry(room.clone()).or_default();
+            for (node, value) in &fields {
+                let Some((_, until)) = parse_presence(value).filter(|_| *node != field) else {
+                    continue;
+                };
+                if until > now {
+                    alive.insert(node.clone());
+                    continue;
+                }
+                if until.saturating_add(ttl * 2) < now {
+                    stale.push((room.clone(), node.clone()));
+                }
+                if settled && alive.remove(node) {
+                    dead.push((room.clone(), node.clone()));
+                }
+            }
+            // A node whose field is gone left the room as it should.
+            alive.retain(|node| fields.contains_key(node));
+        }
+    }
+    if dead.is_empty() && stale.is_empty() {
+        return Ok(());
+    }
+    let mut pipe = ::redis::pipe();
+    for (room, node) in &dead {
+        pipe.cmd("HGETALL")
+            .arg(members_key(&shared.prefix, room, node));
+    }
+    for (room, node) in &stale {
+        pipe.cmd("HDEL")
+            .arg(format!("{}presence:{room}", shared.prefix))
+            .arg(node)
+            .ignore();
+    }
+    let lists: Vec<HashMap<String, String>> = timed(pipe.query_async(conn))
+        .await
+        .map_err(|e| format!("presence: {e}"))?;
+    for ((room, node), list) in dead.into_iter().zip(lists) {
+        let mut members = parse_members(list);
+        members.sort_unstable();
+        tracing::info!(
+            %room,
+            %node,
+            members = members.len(),
+            "a node's presence expired without it leaving: its members left"
+        );
+        if let Some(inbox) = shared.inbox.get()
+            && !members.is_empty()
+        {
+            inbox.departed(Departure::new(room, members));
+        }
     }
     Ok(())
 }
@@ -1012,6 +1242,22 @@ mod tests {
         assert_eq!(seen.check("a", 5, a4.0, a4.1), Order::Gap);
         seen.forget("a");
         assert_eq!(seen.check("a", 5, a4.0, a4.1), Order::Next);
+    }
+
+    #[test]
+    fn member_lists_parse_and_skip_garbage() {
+        let list = HashMap::from([
+            ("7".to_owned(), "ann".to_owned()),
+            ("x".to_owned(), "bad".to_owned()),
+        ]);
+        assert_eq!(
+            parse_members(list),
+            vec![Member {
+                id: 7,
+                name: "ann".to_owned()
+            }]
+        );
+        assert_eq!(members_key("w:", "a:b", "00ff"), "w:members:a:b:00ff");
     }
 
     #[test]

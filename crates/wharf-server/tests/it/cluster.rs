@@ -371,7 +371,7 @@ impl Drop for Node {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_killed_with_sigkill_leaves_presence_within_the_ttl() {
+async fn a_node_killed_with_sigkill_leaves_presence_and_its_members_left_once() {
     let Some(redis) = Redis::start("sigkill").await else {
         return;
     };
@@ -386,15 +386,25 @@ async fn a_node_killed_with_sigkill_leaves_presence_within_the_ttl() {
             cmd.env_remove(k);
         }
     }
+    // A 2 s TTL keeps the test short: refreshed every 667 ms.
+    let ttl = Duration::from_secs(2);
     let child = cmd
         .args(["--listen", &addr.to_string(), "--redis", &redis.url()])
+        .args(["--redis-presence-ttl", "2s"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn wharf");
     let mut doomed = Node(child);
-    let a = node(&redis).await;
+    // The survivors look for dead nodes at their own refreshes: the same
+    // TTL, as in a cluster with one configuration.
+    let mut c = node_config(&redis);
+    c.redis_presence_ttl = ttl;
+    let a = start(c.clone()).await;
+    let b = start(c).await;
+    a.wait_metric("wharf_backplane_up", 1).await;
+    b.wait_metric("wharf_backplane_up", 1).await;
     // Three members on the doomed node, in the binary.
     let mut gone = Vec::new();
     within("the doomed node", async {
@@ -412,41 +422,185 @@ async fn a_node_killed_with_sigkill_leaves_presence_within_the_ttl() {
         }
     })
     .await;
+    let mut doomed_ids = HashMap::new();
     for (i, ws) in gone.iter_mut().enumerate() {
         send_text(
             ws,
             &json!({"type": "join", "room": "k", "name": format!("g{i}")}).to_string(),
         )
         .await;
-        assert_eq!(next_json(ws).await["type"], "joined");
+        let joined = next_json(ws).await;
+        assert_eq!(joined["type"], "joined");
+        doomed_ids.insert(joined["id"].as_u64().expect("id"), format!("g{i}"));
     }
-    let (stays, joined) = member(&a, "k", "stays").await;
+    // The doomed node's count in Redis (its field alone: `count expiry`).
+    within("the doomed node's presence", async {
+        while !redis
+            .command("HVALS wharf:presence:k")
+            .await
+            .is_some_and(|v| v.starts_with("3 "))
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let (mut stays, joined) = member(&a, "k", "stays").await;
     assert_eq!(joined["online"], 4, "{joined}");
+    let (mut other, joined) = member(&b, "k", "other").await;
+    assert_eq!(joined["online"], 5, "{joined}");
+    // `stays` hears of `other`.
+    assert_eq!(next_json(&mut stays).await["name"], "other");
 
     let _ = doomed.0.kill(); // SIGKILL: no leave, no goodbye
     let _ = doomed.0.wait();
     let killed = Instant::now();
-    // The default TTL is 6 s: a fresh member sees the dead node's members
-    // gone by then (plus a refresh of slack).
-    let mut last = Value::Null;
-    while killed.elapsed() < Duration::from_secs(9) {
-        let (ws, joined) = member(&a, "k", "probe").await;
-        last = joined["online"].clone();
-        drop(ws);
-        if last == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert_eq!(last, 2, "presence after the SIGKILL: {last}");
-    let took = killed.elapsed();
-    assert!(
-        took <= Duration::from_secs(7),
-        "presence expired after {took:?}"
+    // Within the TTL and a refresh (plus slack for a loaded machine), each
+    // survivor gets one `left` per dead member, and nothing more.
+    let bound = ttl + ttl / 3 + Duration::from_secs(1);
+    let deadline = killed + bound + Duration::from_secs(1);
+    let (at_a, at_b) = tokio::join!(
+        lefts_until(&mut stays, deadline),
+        lefts_until(&mut other, deadline)
     );
-    eprintln!("a SIGKILLed node left presence after {took:?}");
-    drop(stays);
+    for (lefts, last) in [at_a, at_b] {
+        assert_eq!(lefts.len(), 3, "a left per dead member: {lefts:?}");
+        for (id, seen) in &lefts {
+            assert_eq!(seen.len(), 1, "exactly once: {lefts:?}");
+            assert_eq!(
+                seen[0]["name"].as_str(),
+                doomed_ids.get(id).map(String::as_str)
+            );
+            assert_eq!(seen[0]["online"], 2, "{}", seen[0]);
+        }
+        let took = last - killed;
+        assert!(took <= bound, "the lefts came after {took:?}");
+        eprintln!("a SIGKILLed node's members left after {took:?}");
+    }
+    // Counts agree: a fresh member sees the two survivors and itself.
+    let (probe, joined) = member(&a, "k", "probe").await;
+    assert_eq!(joined["online"], 3, "{joined}");
+    drop((probe, stays, other));
     a.stop().await;
+    b.stop().await;
+}
+
+/// The `left` messages `ws` receives until `deadline`, by id, and when the
+/// last came; any other message fails the test.
+async fn lefts_until(ws: &mut Ws, deadline: Instant) -> (HashMap<u64, Vec<Value>>, Instant) {
+    let mut lefts: HashMap<u64, Vec<Value>> = HashMap::new();
+    let mut last = Instant::now();
+    while let Ok(msg) = tokio::time::timeout(
+        deadline.saturating_duration_since(Instant::now()),
+        next_json(ws),
+    )
+    .await
+    {
+        assert_eq!(msg["type"], "left", "{msg}");
+        let id = msg["id"].as_u64().expect("id");
+        lefts.entry(id).or_default().push(msg);
+        last = Instant::now();
+    }
+    (lefts, last)
+}
+
+/// A bare `wharf::Server` on the Redis backplane whose handler joins room
+/// `p` under the name in its first message (after sending its id), answers
+/// `in`, then holds on.
+async fn presence_node(redis: &Redis) -> (SocketAddr, wharf::Hub) {
+    let backplane = wharf::redis::Redis::open(&redis.url()).expect("redis url");
+    let server = wharf::Server::new().backplane(std::sync::Arc::new(backplane));
+    let hub = server.hub();
+    let handler_hub = hub.clone();
+    let server = server.on_connection(move |mut conn| {
+        let hub = handler_hub.clone();
+        async move {
+            let _ = conn.send(format!("id:{}", conn.id()));
+            let Some(first) = conn.recv().await else {
+                return;
+            };
+            let name = first.as_text().unwrap_or_default().to_owned();
+            conn.join("p");
+            hub.set_member_name("p", conn.id(), &name);
+            let _ = conn.send("in");
+            while conn.recv().await.is_some() {}
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(server.serve(listener));
+    within("the backplane up", async {
+        while hub.backplane().and_then(|b| b.status().link) != Some(wharf::backplane::Link::Up) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    (addr, hub)
+}
+
+/// `hub`'s member list of `p`, as (id, name) pairs.
+async fn listed(hub: &wharf::Hub) -> Vec<(u64, String)> {
+    hub.presence("p")
+        .await
+        .into_iter()
+        .map(|m| (m.id, m.name))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_lists_are_cluster_wide_and_local_ones_survive_an_outage() {
+    let Some(mut redis) = Redis::start("lists").await else {
+        return;
+    };
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        nodes.push(presence_node(&redis).await);
+    }
+    let mut clients = Vec::new();
+    let mut want = Vec::new();
+    for (n, name) in [(0, "ann"), (0, "bob"), (1, "cy"), (2, "di")] {
+        let (mut ws, id) = direct_client(nodes[n].0).await;
+        send_text(&mut ws, name).await;
+        assert_eq!(text(&mut ws).await, "in");
+        clients.push(ws);
+        want.push((id, name.to_owned()));
+    }
+    want.sort_unstable();
+    // Every node lists all four, by id, with their names.
+    for (_, hub) in &nodes {
+        within("the four members listed", async {
+            while listed(hub).await != want {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+    // `cy` leaves (its node 1 then serves no member): gone everywhere.
+    drop(clients.remove(2));
+    want.retain(|(_, name)| name != "cy");
+    for (_, hub) in &nodes {
+        within("cy gone from the lists", async {
+            while listed(hub).await != want {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+    // Redis down: each node still lists its own members.
+    redis.kill();
+    let local: Vec<_> = want
+        .iter()
+        .filter(|(_, name)| name == "ann" || name == "bob")
+        .cloned()
+        .collect();
+    within("node 0 lists its own", async {
+        while listed(&nodes[0].1).await != local {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    drop(clients);
 }
 
 /// A bare `wharf::Server` on the Redis backplane (node number `number`)

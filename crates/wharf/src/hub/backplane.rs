@@ -37,6 +37,7 @@ use std::sync::{Arc, Weak};
 
 use wharf_proto::Message;
 
+use super::presence::{self, Departure, Member};
 use super::{Hub, Inner};
 
 /// The low bits of a connection id that the node numbers it with; the bits
@@ -125,6 +126,17 @@ pub trait Backplane: Send + Sync + 'static {
     /// cannot tell now (the caller then uses the local count).
     fn online(&self, room: &str) -> Pin<Box<dyn Future<Output = Option<usize>> + Send + 'static>>;
 
+    /// The members of `room` on the other nodes that are alive, as far
+    /// as the bus knows, or `None` if it cannot tell now (the caller then
+    /// lists the local members only). The default knows none.
+    fn presence(
+        &self,
+        room: &str,
+    ) -> Pin<Box<dyn Future<Output = Option<Vec<Member>>> + Send + 'static>> {
+        let _ = room;
+        presence::none()
+    }
+
     /// The link state and counters.
     fn status(&self) -> Status;
 
@@ -180,6 +192,22 @@ impl Inbox {
         self.hub
             .upgrade()
             .map_or(0, |inner| Hub { inner }.room_len(room))
+    }
+
+    /// This node's members of `room` with their names, by id.
+    pub fn local_presence(&self, room: &str) -> Vec<Member> {
+        self.hub
+            .upgrade()
+            .map_or_else(Vec::new, |inner| Hub { inner }.local_presence(room))
+    }
+
+    /// Reports members of a dead node to this node's
+    /// [`Hub::departures`] receivers: call it once per dead node and
+    /// room.
+    pub fn departed(&self, departure: Departure) {
+        if let Some(inner) = self.hub.upgrade() {
+            inner.presence.departed(departure);
+        }
     }
 
     /// Whether the hub still exists.
@@ -277,6 +305,7 @@ impl Hub {
     }
 
     pub(super) fn room_changed(&self, room: &str, local: usize) {
+        self.inner.presence.room_changed(room, local);
         if let Some(backplane) = self.inner.backplane.get() {
             backplane.room_changed(room, local);
         }

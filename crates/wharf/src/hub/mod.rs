@@ -26,6 +26,7 @@
 pub(crate) mod backplane;
 mod fanout;
 mod legacy;
+mod presence;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -42,6 +43,7 @@ use crate::conn::wheel::Wheel;
 
 pub use self::backplane::Backplane;
 use self::backplane::Target;
+pub use self::presence::{Departure, Member};
 
 /// The most workers (shards) a hub has: a room's shards fit in a `u64`.
 pub(crate) const MAX_SHARDS: usize = 64;
@@ -77,6 +79,8 @@ struct Inner {
     /// This node's number in the high bits of ids (`backplane.rs`): 0
     /// without a backplane.
     node: AtomicU64,
+    /// Members' names and departures (`presence.rs`).
+    presence: presence::Local,
 }
 
 /// One worker's share of the hub.
@@ -156,6 +160,7 @@ impl Hub {
                 closing: AtomicBool::new(false),
                 backplane: OnceLock::new(),
                 node: AtomicU64::new(0),
+                presence: presence::Local::default(),
             }),
         }
     }

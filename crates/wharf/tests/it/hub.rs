@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use wharf::{Hub, ReadyState, Server};
+use wharf::{Hub, Member, ReadyState, Server};
 
 use crate::chat_util::{close, eventually, next_text, parse_welcome, send_text};
 use crate::util::{Client, connect, start, within};
@@ -223,6 +223,40 @@ async fn rooms_publish_to_their_members_only_and_forget_leavers() {
     assert!(hub.rooms().is_empty(), "rooms left: {:?}", hub.rooms());
     assert_eq!(hub.len(), 1, "a2 is connected, in no room");
     drop(ws_a2);
+}
+
+#[tokio::test]
+async fn presence_lists_members_by_name_and_publish_local_reaches_them() {
+    let (server, hub) = rooms_server();
+    let addr = start(server).await;
+    let (a1, mut ws_a1) = welcomed(addr, "/a").await;
+    let (a2, mut ws_a2) = welcomed(addr, "/a").await;
+    let (b1, mut ws_b1) = welcomed(addr, "/b").await;
+
+    assert!(hub.set_member_name("/a", a1, "ann"));
+    assert!(!hub.set_member_name("/a", b1, "bob"), "not a member of /a");
+    let member = |id, name: &str| Member {
+        id,
+        name: name.to_owned(),
+    };
+    // Without a backplane: this node's members, by id; unnamed ones too.
+    assert_eq!(
+        hub.presence("/a").await,
+        sorted(vec![member(a1, "ann"), member(a2, "")])
+    );
+    assert_eq!(hub.local_presence("/b"), vec![member(b1, "")]);
+    assert!(hub.presence("/c").await.is_empty());
+
+    assert_eq!(hub.publish_local("/a", "local"), 2);
+    assert_eq!(next_text(&mut ws_a1).await, "local");
+    assert_eq!(next_text(&mut ws_a2).await, "local");
+
+    // A leaver leaves the list.
+    send_text(&mut ws_a1, "leave").await;
+    assert_eq!(next_text(&mut ws_a1).await, "left:true");
+    assert_eq!(hub.presence("/a").await, vec![member(a2, "")]);
+    send_text(&mut ws_b1, "probe").await;
+    assert_eq!(next_text(&mut ws_b1).await, format!("{b1}: probe"));
 }
 
 #[tokio::test]

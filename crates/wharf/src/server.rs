@@ -185,13 +185,18 @@ impl Server {
     /// kind. See `ARCHITECTURE.md` for what was measured.
     ///
     /// # Panics
-    /// If the hub was already handed out ([`Server::hub`]): the hub is built
-    /// for the number of workers, so call this first.
+    /// If the hub was already handed out ([`Server::hub`]) or given a
+    /// backplane ([`Server::backplane`]): the hub is built for the number of
+    /// workers, so call this first.
     #[must_use]
     pub fn workers(mut self, n: usize) -> Self {
         assert!(
             !self.settings.hub.is_shared(),
             "Server::workers must be called before Server::hub (the hub has a shard per worker)"
+        );
+        assert!(
+            self.settings.hub.backplane().is_none(),
+            "Server::workers must be called before Server::backplane (the hub has a shard per worker)"
         );
         Arc::make_mut(&mut self.settings).hub = Hub::with_shards(n);
         self

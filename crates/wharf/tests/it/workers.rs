@@ -116,6 +116,18 @@ async fn workers_after_hub_is_refused_not_a_silent_second_hub() {
     let _ = server.workers(2);
 }
 
+/// `workers` builds a new hub: a backplane attached to the old one would
+/// silently stop carrying this server's rooms.
+#[cfg(feature = "redis")]
+#[tokio::test]
+#[should_panic(expected = "Server::workers must be called before Server::backplane")]
+async fn workers_after_a_backplane_is_refused() {
+    let redis = wharf::redis::Redis::open("redis://127.0.0.1:1/").expect("a valid URL");
+    let _ = Server::new()
+        .backplane(std::sync::Arc::new(redis))
+        .workers(2);
+}
+
 #[tokio::test]
 async fn keepalive_on_the_coarse_timer_pings_then_drops_a_silent_peer() {
     // A ping after 1.2 s of silence (on the wheel: over a second away),

@@ -440,6 +440,27 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Queues this node's count of a room's members in its presence hash, with
+/// the count's expiry, and keeps the hash for twice the TTL.
+fn set_count(
+    pipe: &mut ::redis::Pipeline,
+    key: &str,
+    field: &str,
+    n: usize,
+    expiry: u64,
+    ttl: u64,
+) {
+    pipe.cmd("HSET")
+        .arg(key)
+        .arg(field)
+        .arg(format!("{n} {expiry}"))
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(key)
+        .arg(ttl * 2)
+        .ignore();
+}
+
 /// The key of `node`'s member list of `room`.
 fn members_key(prefix: &str, room: &str, node: &str) -> String {
     format!("{prefix}members:{room}:{node}")
@@ -951,16 +972,14 @@ async fn reconcile(
             if subscribed.insert(channel.clone()) {
                 join.push(channel);
             }
-            presence
-                .cmd("HSET")
-                .arg(&key)
-                .arg(&field)
-                .arg(format!("{n} {expiry}"))
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&key)
-                .arg(millis(shared.presence_ttl) * 2)
-                .ignore();
+            set_count(
+                &mut presence,
+                &key,
+                &field,
+                *n,
+                expiry,
+                millis(shared.presence_ttl),
+            );
             write_members(shared, &mut presence, watch, room, &field);
         } else {
             if subscribed.remove(&channel) {
@@ -1073,16 +1092,8 @@ async fn refresh_presence(
         let mut pipe = ::redis::pipe();
         for (room, n) in chunk {
             let key = format!("{}presence:{room}", shared.prefix);
-            pipe.cmd("HSET")
-                .arg(&key)
-                .arg(&field)
-                .arg(format!("{n} {expiry}"))
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&key)
-                .arg(ttl * 2)
-                .ignore()
-                .cmd("PEXPIRE")
+            set_count(&mut pipe, &key, &field, *n, expiry, ttl);
+            pipe.cmd("PEXPIRE")
                 .arg(members_key(&shared.prefix, room, &field))
                 .arg(ttl * 2)
                 .ignore()

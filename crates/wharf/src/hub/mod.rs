@@ -215,8 +215,7 @@ impl Hub {
     }
 
     fn shard_of(&self, id: u64) -> &Shard {
-        let n = self.inner.shards.len() as u64;
-        &self.inner.shards[(backplane::local_id(id).wrapping_sub(1) % n) as usize]
+        &self.inner.shards[self.shard_index(id)]
     }
 
     fn stripe(&self, room: &str) -> &Stripe {

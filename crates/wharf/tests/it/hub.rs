@@ -22,7 +22,11 @@ const MESSAGES: usize = 5;
 /// `New Connection: <id>` when a client connects, `<id>: <message>` for
 /// every message and `Connection Closed: <id>` when it leaves.
 fn chat_server() -> (Server, Hub) {
-    let server = Server::new();
+    chat_server_on(Server::new())
+}
+
+/// The same chat on `server`, as configured.
+pub(crate) fn chat_server_on(server: Server) -> (Server, Hub) {
     let hub = server.hub();
     let handler_hub = hub.clone();
     let server = server.on_connection(move |mut conn| {

@@ -166,22 +166,7 @@ impl Legacy {
 
 /// `examples/chat.rs` with the drafts on.
 fn chat_server() -> (Server, Hub) {
-    let server = Server::new().legacy_drafts(true);
-    let hub = server.hub();
-    let handler_hub = hub.clone();
-    let server = server.on_connection(move |mut conn| {
-        let hub = handler_hub.clone();
-        async move {
-            let id = conn.id();
-            hub.broadcast(format!("New Connection: {id}"));
-            while let Some(msg) = conn.recv().await {
-                let text = msg.as_text().unwrap_or("<binary>").to_owned();
-                hub.broadcast(format!("{id}: {text}"));
-            }
-            hub.broadcast(format!("Connection Closed: {id}"));
-        }
-    });
-    (server, hub)
+    crate::hub::chat_server_on(Server::new().legacy_drafts(true))
 }
 
 #[tokio::test]

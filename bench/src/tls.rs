@@ -64,7 +64,7 @@ pub(crate) fn server(args: &[String]) -> anyhow::Result<()> {
             let server = wharf::Server::new().keepalive(None).tls(tls).on_connection(
                 |mut conn| async move {
                     while let Some(m) = conn.recv().await {
-                        let _ = conn.send(m);
+                        let _ = conn.try_send(m);
                     }
                 },
             );

@@ -23,7 +23,7 @@ pub(super) async fn serve(
     let server = match mode {
         Mode::Echo => server.on_connection(|mut conn| async move {
             while let Some(m) = conn.recv().await {
-                let _ = conn.send(m);
+                let _ = conn.try_send(m);
             }
         }),
         Mode::Broadcast => {

@@ -156,6 +156,8 @@ pub struct Connection {
 struct Rare {
     error: Option<ProtocolError>,
     peer_close: Option<CloseFrame>,
+    /// The close frame this side started the close handshake with.
+    local_close: Option<CloseFrame>,
     /// A violation found behind events not yet polled.
     deferred: Option<ProtocolError>,
     /// Client only.
@@ -169,6 +171,7 @@ impl Rare {
     fn is_empty(&self) -> bool {
         self.error.is_none()
             && self.peer_close.is_none()
+            && self.local_close.is_none()
             && self.deferred.is_none()
             && self.mask_source.is_none()
             && self.compressed.is_none()
@@ -501,6 +504,13 @@ impl Connection {
     /// The close frame the peer sent, once it has.
     pub fn peer_close(&self) -> Option<&CloseFrame> {
         self.rare.as_ref()?.peer_close.as_ref()
+    }
+
+    /// The close frame this side started the close handshake with
+    /// ([`Connection::close`]), if it did; `None` when the peer closed
+    /// first or the connection failed.
+    pub fn local_close(&self) -> Option<&CloseFrame> {
+        self.rare.as_ref()?.local_close.as_ref()
     }
 
     fn rare(&mut self) -> &mut Rare {
@@ -888,7 +898,9 @@ impl Connection {
         if self.state != State::Open {
             return Err(SendError::Closed);
         }
-        self.send_close(&CloseFrame::new(code, reason));
+        let frame = CloseFrame::new(code, reason);
+        self.send_close(&frame);
+        self.rare().local_close = Some(frame);
         self.state = match self.legacy {
             // No closing handshake: the transport's end is the close.
             Some(Draft::Hixie75) => State::Closed,

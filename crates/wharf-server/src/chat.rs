@@ -214,7 +214,7 @@ pub(crate) async fn serve(mut conn: Connection, hub: Hub, rate_limit_reason: &st
     };
     // Uncompressed: a dedicated compressor is allocated only for the
     // room's traffic, if any comes.
-    let _ = conn.send_uncompressed(
+    let _ = conn.try_send_uncompressed(
         Out::Welcome {
             id: session.id,
             protocol: PROTOCOL,
@@ -233,7 +233,7 @@ pub(crate) async fn serve(mut conn: Connection, hub: Hub, rate_limit_reason: &st
                 code: "rate_limited",
                 reason: rate_limit_reason.to_owned(),
             };
-            let _ = conn.send(refusal.encode());
+            let _ = conn.try_send(refusal.encode());
             continue;
         }
         let outcome = match msg.as_text() {
@@ -248,7 +248,7 @@ pub(crate) async fn serve(mut conn: Connection, hub: Hub, rate_limit_reason: &st
         };
         if let Err(Refusal { code, reason }) = outcome {
             tracing::debug!(id = session.id, code, %reason, "refused a chat message");
-            let _ = conn.send(Out::Error { code, reason }.encode());
+            let _ = conn.try_send(Out::Error { code, reason }.encode());
         }
     }
     session.leave(&conn, &hub, false).await;
@@ -269,7 +269,7 @@ impl Session {
                         name: &name,
                         online: hub.online(&room).await,
                     };
-                    let _ = conn.send(again.encode());
+                    let _ = conn.try_send(again.encode());
                     return Ok(());
                 }
                 self.leave(conn, hub, true).await;
@@ -334,7 +334,7 @@ impl Session {
         .encode();
         hub.publish(&room, msg.clone());
         if tell_self {
-            let _ = conn.send(msg);
+            let _ = conn.try_send(msg);
         }
     }
 }

@@ -401,7 +401,7 @@ impl App {
                 while let Some(msg) = conn.recv().await {
                     // A refused send (slow client) is counted by the
                     // library; the loop ends when the connection does.
-                    let _ = conn.send(msg);
+                    let _ = conn.try_send(msg);
                 }
             }
         }
@@ -421,17 +421,14 @@ impl App {
 }
 
 /// The close code a connection ended with, as far as it is known when its
-/// `recv` returns `None`: the code we failed it with, else the peer's,
-/// else 1006 (no close frame).
+/// `recv` returns `None`: the code we failed it with, else the one of the
+/// close frame that started the close handshake (ours or the peer's), else
+/// 1006 (no close frame).
 fn close_code(client: &Client) -> (u16, String) {
-    if let Some(e) = client.protocol_error() {
-        return (e.close_code().0, e.to_string());
-    }
-    if let Some(frame) = client.close_frame() {
-        return (frame.code.0, frame.reason.to_string());
-    }
     match client.disconnect() {
-        Some(Disconnect::Closed(frame)) => (frame.code.0, frame.reason.to_string()),
+        Some(Disconnect::Peer(frame) | Disconnect::Local(frame)) => {
+            (frame.code.0, frame.reason.to_string())
+        }
         Some(Disconnect::Protocol(e)) => (e.close_code().0, e.to_string()),
         Some(Disconnect::TimedOut) => (1006, "timed out".to_owned()),
         _ => (1006, String::new()),

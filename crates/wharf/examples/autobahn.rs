@@ -32,7 +32,7 @@ fn main() -> anyhow::Result<()> {
             .max_backpressure(128 << 20)
             .on_connection(|mut conn| async move {
                 while let Some(msg) = conn.recv().await {
-                    let _ = conn.send(msg);
+                    let _ = conn.try_send(msg);
                 }
             });
         tokio::select! {

@@ -56,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
                     tracing::info!(id, message = %text, "message");
                     hub.broadcast(format!("{id}: {text}"));
                 }
-                tracing::info!(id, close = ?conn.close_frame(), error = ?conn.protocol_error(), "close");
+                tracing::info!(id, why = ?conn.disconnect(), "close");
                 hub.broadcast(format!("Connection Closed: {id}"));
             }
         })

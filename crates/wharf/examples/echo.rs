@@ -38,7 +38,7 @@ async fn main() -> anyhow::Result<()> {
                     let _ = conn.close(CloseCode::NORMAL, "killed");
                     continue;
                 }
-                if let Err(e) = conn.send(msg) {
+                if let Err(e) = conn.try_send(msg) {
                     tracing::warn!(id = conn.id(), error = %e, "send failed");
                 }
             }

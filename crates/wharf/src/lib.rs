@@ -31,8 +31,8 @@ mod upgrade;
 mod worker;
 
 pub use body::Body;
-pub use conn::{Client, Connection, ReadyState, SlowClient};
-pub use error::{Disconnect, Error, SendError};
+pub use conn::{Client, Connection, Event, ReadHalf, ReadyState, SlowClient};
+pub use error::{CloseError, Disconnect, Error, ErrorKind, SendError};
 #[doc(hidden)]
 pub use forwarded::fuzz_forwarded;
 pub use forwarded::{Cidr, CidrError, ForwardedHeader, Remote};

@@ -36,7 +36,7 @@ use crate::body::Body;
 use crate::caps::{self, AcceptErrors, Caps, Full, HttpSlot, Slot};
 use crate::conn::task::{Driver, Keepalive, Lifecycle, Settings, Task};
 use crate::conn::{Client, Connection, Info, Shared, SlowClient};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::forwarded::{self, Cidr, ForwardedHeader, Remote};
 use crate::head::{self, Head, Prefixed};
 use crate::hub::Hub;
@@ -455,7 +455,9 @@ impl Server {
     /// Dropping the future stops accepting; connections already accepted run
     /// on in their own tasks.
     pub async fn listen(self, addr: impl ToSocketAddrs) -> Result<(), Error> {
-        let listener = TcpListener::bind(addr).await.map_err(Error::Listen)?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(Error::with(ErrorKind::Listen))?;
         self.serve(listener).await
     }
 
@@ -559,7 +561,7 @@ impl Server {
     ///         tokio::spawn(async move {
     ///             if let Ok(mut conn) = pending.await {
     ///                 while let Some(msg) = conn.recv().await {
-    ///                     let _ = conn.send(msg);
+    ///                     let _ = conn.try_send(msg);
     ///                 }
     ///             }
     ///         });
@@ -598,7 +600,9 @@ impl Server {
         };
         let settings = self.settings.clone();
         let inner = Box::pin(async move {
-            let upgraded = on_upgrade.await.map_err(Error::Upgrade)?;
+            let upgraded = on_upgrade
+                .await
+                .map_err(|e| Error::new(ErrorKind::Upgrade, e))?;
             let conn = start::<TcpStream>(&settings, upgraded, meta, None);
             Ok(conn.expect("a connection without a handler is returned"))
         });

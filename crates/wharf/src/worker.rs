@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::oneshot;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::hub::Hub;
 
 /// The running workers of one `serve`; dropping it stops workers 1 to N-1
@@ -79,7 +79,7 @@ impl Worker {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(Error::Runtime)?;
+            .map_err(Error::with(ErrorKind::Runtime))?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -92,7 +92,7 @@ impl Worker {
                     inbox.abort();
                 });
             })
-            .map_err(Error::Runtime)?;
+            .map_err(Error::with(ErrorKind::Runtime))?;
         Ok(Self {
             handle,
             stop: Some(stop),

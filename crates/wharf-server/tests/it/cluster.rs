@@ -514,14 +514,14 @@ async fn presence_node(redis: &Redis) -> (SocketAddr, wharf::Hub) {
     let server = server.on_connection(move |mut conn| {
         let hub = handler_hub.clone();
         async move {
-            let _ = conn.send(format!("id:{}", conn.id()));
+            let _ = conn.try_send(format!("id:{}", conn.id()));
             let Some(first) = conn.recv().await else {
                 return;
             };
             let name = first.as_text().unwrap_or_default().to_owned();
             conn.join("p");
             hub.set_member_name("p", conn.id(), &name);
-            let _ = conn.send("in");
+            let _ = conn.try_send("in");
             while conn.recv().await.is_some() {}
         }
     });
@@ -616,7 +616,7 @@ async fn direct_node(redis: &Redis, number: u16) -> (SocketAddr, wharf::Hub) {
     let server = server.on_connection(move |mut conn| {
         let hub = handler_hub.clone();
         async move {
-            let _ = conn.send(format!("id:{}", conn.id()));
+            let _ = conn.try_send(format!("id:{}", conn.id()));
             while let Some(msg) = conn.recv().await {
                 let Some(text) = msg.as_text() else { continue };
                 let Some((id, text)) = text.strip_prefix("to:").and_then(|t| t.split_once(':'))
@@ -626,7 +626,7 @@ async fn direct_node(redis: &Redis, number: u16) -> (SocketAddr, wharf::Hub) {
                 let sent = id
                     .parse::<u64>()
                     .is_ok_and(|id| hub.send_to(id, text.to_owned()));
-                let _ = conn.send(format!("sent:{sent}"));
+                let _ = conn.try_send(format!("sent:{sent}"));
             }
         }
     });

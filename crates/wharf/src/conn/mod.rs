@@ -13,17 +13,17 @@ pub(crate) mod wheel;
 use std::fmt;
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::ops::Deref;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
+use futures_core::Stream;
+use futures_sink::Sink;
 use http::{Extensions, HeaderMap};
 use tokio::sync::watch;
-use wharf_proto::{
-    CloseCode, CloseFrame, DeflateParams, Draft, Event, Message, ProtocolError, State, Transmit,
-};
+use wharf_proto::{CloseCode, DeflateParams, Draft, Message, State, Transmit};
 
-use crate::error::{Disconnect, SendError};
+use crate::error::{CloseError, Disconnect, SendError};
 use crate::hub::Hub;
 use crate::stats::Counters;
 use task::Settings;
@@ -44,14 +44,33 @@ pub enum SlowClient {
 
 /// A cloneable handle to one connection: send to it, close it, ask its
 /// state, from any task. The hub hands these out; a connection's handler
-/// holds the [`Connection`], which derefs to its `Client`.
+/// holds the [`Connection`] ([`Connection::client`]).
+///
+/// Sending: [`Client::send`] waits for room under `max_backpressure` (and
+/// `Client` is a `Sink` of [`Message`]s); [`Client::try_send`] never waits
+/// and applies the server's [`SlowClient`] policy.
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
 }
 
-/// One WebSocket connection, as its handler sees it: a [`Client`] plus
-/// [`Connection::recv`].
+/// One WebSocket connection, as its handler sees it: what a [`Client`]
+/// does, plus receiving: [`Connection::recv`], or the connection as a
+/// `Stream` of [`Event`]s (and a `Sink` of [`Message`]s), so the `futures`
+/// combinators apply; [`Connection::split`] for a reader and a writer.
+///
+/// ```no_run
+/// use futures_util::{SinkExt, StreamExt};
+/// use wharf::{Connection, Event, Message};
+///
+/// // Echo, as a tokio-tungstenite user writes it.
+/// async fn echo(mut conn: Connection) -> Result<(), wharf::SendError> {
+///     while let Some(Event::Message(m)) = conn.next().await {
+///         conn.send(m).await?; // `SinkExt::send`: waits for room
+///     }
+///     Ok(())
+/// }
+/// ```
 ///
 /// Dropping the `Connection` starts the close handshake with 1000 (normal)
 /// if it is still open; queued messages are written first.
@@ -59,6 +78,8 @@ pub struct Connection {
     client: Client,
     /// The message `recv` last returned was over the rate limit.
     limited: bool,
+    /// The stream has yielded its `Event::Close`.
+    done: bool,
 }
 
 /// What the upgrade request said, kept for the connection's lifetime.
@@ -263,8 +284,20 @@ pub(crate) struct Inner {
     /// Why the connection ended, once the driver is done, when the core
     /// cannot tell (see [`Inner::outcome`]).
     pub(crate) ended: Option<End>,
-    /// Set once somebody watches the ready state.
+    /// Set once somebody watches the ready state or waits to send: most
+    /// connections never do, and pay 8 bytes for it.
+    watchers: Option<Box<Watchers>>,
+}
+
+/// Who waits on a connection besides its handler's `recv`.
+#[derive(Default)]
+struct Watchers {
+    /// The ready state's watchers (`Client::state_changes`).
     state_tx: Option<watch::Sender<ReadyState>>,
+    /// Senders waiting for room in the write queue (`Client::send`, the
+    /// `Sink`), or for it to drain: woken when the driver writes, and when
+    /// the state changes.
+    writers: Vec<Waker>,
 }
 
 /// How the driver ended a connection, when the core has no account of it
@@ -296,7 +329,7 @@ impl Shared {
                 detached: false,
                 dropped: 0,
                 ended: None,
-                state_tx: None,
+                watchers: None,
             }),
         }
     }
@@ -421,7 +454,7 @@ impl Inner {
         loop {
             let mut closed = false;
             while let Some(event) = self.proto.poll_event() {
-                closed |= matches!(event, Event::Close(_));
+                closed |= matches!(event, wharf_proto::Event::Close(_));
             }
             if closed {
                 self.publish_state();
@@ -465,17 +498,39 @@ impl Inner {
         if self.proto.state() != State::Closed {
             return None;
         }
-        match (self.proto.error(), self.proto.peer_close()) {
-            (Some(e), _) => Some(Disconnect::Protocol(e.clone())),
-            (None, Some(close)) => Some(Disconnect::Closed(close.clone())),
-            (None, None) => None,
+        let proto = &self.proto;
+        match (proto.error(), proto.local_close(), proto.peer_close()) {
+            (Some(e), _, _) => Some(Disconnect::Protocol(e.clone())),
+            (None, Some(ours), _) => Some(Disconnect::Local(ours.clone())),
+            (None, None, Some(theirs)) => Some(Disconnect::Peer(theirs.clone())),
+            (None, None, None) => None,
         }
     }
 
-    /// Tells watchers about a ready-state change, if there was one.
+    /// Wakes the senders waiting for room: bytes were written, or the
+    /// connection is closing.
+    pub(crate) fn wake_writers(&mut self) {
+        if let Some(w) = &mut self.watchers {
+            for w in w.writers.drain(..) {
+                w.wake();
+            }
+        }
+    }
+
+    /// Registers a sender to wake on the next write or state change.
+    fn wait_writer(&mut self, waker: &Waker) {
+        let writers = &mut self.watchers.get_or_insert_default().writers;
+        if !writers.iter().any(|w| w.will_wake(waker)) {
+            writers.push(waker.clone());
+        }
+    }
+
+    /// Tells watchers about a ready-state change, if there was one, and
+    /// wakes waiting senders (they may have to give up).
     pub(crate) fn publish_state(&mut self) {
+        self.wake_writers();
         let now = self.ready_state();
-        if let Some(tx) = &self.state_tx {
+        if let Some(tx) = self.watchers.as_ref().and_then(|w| w.state_tx.as_ref()) {
             tx.send_if_modified(|s| std::mem::replace(s, now) != now);
         }
     }
@@ -493,6 +548,46 @@ pub enum ReadyState {
     Closing,
     /// The connection is closed.
     Closed,
+}
+
+/// What a connection's stream yields: each message, then how the
+/// connection ended (once), then nothing.
+///
+/// ```no_run
+/// use futures_util::StreamExt;
+/// use wharf::{Connection, Event};
+///
+/// async fn handle(mut conn: Connection) {
+///     while let Some(event) = conn.next().await {
+///         match event {
+///             Event::Message(m) => println!("got {} bytes", m.len()),
+///             Event::Close(why) if why.is_normal() => println!("closed"),
+///             Event::Close(why) => println!("ended: {why}"),
+///             _ => {}
+///         }
+///     }
+/// }
+/// ```
+#[derive(Clone, Debug, Eq, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A text or binary message (pings and pongs are answered and taken by
+    /// the connection itself).
+    Message(Message),
+    /// The connection ended, and how: the last item.
+    Close(Disconnect),
+}
+
+/// What a send does with a message that would push the write queue past
+/// `max_backpressure`.
+#[derive(Clone, Copy)]
+enum WhenFull<'a> {
+    /// Apply the [`SlowClient`] policy.
+    Policy,
+    /// Give the message back and wake this waker when bytes are written.
+    Wait(&'a Waker),
+    /// Queue it anyway (the `Sink`'s `start_send`, after `poll_ready`).
+    Force,
 }
 
 impl Client {
@@ -569,26 +664,141 @@ impl Client {
         self.shared.settings.hub.leave(room, self.id())
     }
 
-    /// Queues a message; it never waits. The message is encoded here and
-    /// written by the connection's driver, in order.
+    /// Sends a message, waiting while the write queue is over
+    /// `max_backpressure`: a producer goes at the pace the peer reads. The
+    /// message is encoded here and written by the connection's driver, in
+    /// order. An empty queue always takes one message, however large.
+    ///
+    /// ```no_run
+    /// # async fn produce(client: wharf::Client, lines: Vec<String>) -> Result<(), wharf::SendError> {
+    /// for line in lines {
+    ///     client.send(line).await?; // waits while the peer is behind
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`SendError::Closed`] once the close handshake has begun (also while
+    /// waiting); [`SendError::NotInDraft`] for a binary message to a
+    /// legacy-draft connection.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the message is queued whole, or (cancelled while
+    /// waiting) not at all.
+    pub async fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.send_waiting(message.into(), true).await
+    }
+
+    /// As [`Client::send`], for a message that is never compressed, even
+    /// when the connection negotiated permessage-deflate: for payloads that
+    /// mix secrets with data an attacker chooses (CRIME, BREACH).
+    ///
+    /// # Errors
+    /// As for [`Client::send`].
+    ///
+    /// # Cancel safety
+    /// As for [`Client::send`].
+    pub async fn send_uncompressed(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.send_waiting(message.into(), false).await
+    }
+
+    /// Queues a message at once, never waiting: the call for broadcasts and
+    /// for servers that must not be slowed by one client. When the queue
+    /// would pass `max_backpressure`, the server's [`SlowClient`] policy
+    /// applies.
     ///
     /// # Errors
     /// [`SendError::Closed`] once the close handshake has begun. When the
     /// queue would exceed `max_backpressure`: [`SendError::Backpressure`]
-    /// (the connection is being closed with 1008) or [`SendError::Dropped`],
-    /// by the server's [`SlowClient`] policy.
-    pub fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
-        self.send_with(message.into(), true)
+    /// (the connection is being closed with 1008) or [`SendError::Dropped`].
+    /// [`SendError::NotInDraft`] for a binary message to a legacy-draft
+    /// connection.
+    pub fn try_send(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.push(message.into(), true, WhenFull::Policy).map(drop)
     }
 
-    /// Queues a message that is never compressed, even when the connection
-    /// negotiated permessage-deflate: for payloads that mix secrets with
-    /// data an attacker chooses (CRIME, BREACH).
+    /// As [`Client::try_send`], for a message that is never compressed (see
+    /// [`Client::send_uncompressed`]).
     ///
     /// # Errors
-    /// As for [`Client::send`].
-    pub fn send_uncompressed(&self, message: impl Into<Message>) -> Result<(), SendError> {
-        self.send_with(message.into(), false)
+    /// As for [`Client::try_send`].
+    pub fn try_send_uncompressed(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.push(message.into(), false, WhenFull::Policy).map(drop)
+    }
+
+    async fn send_waiting(&self, message: Message, compress: bool) -> Result<(), SendError> {
+        let mut message = Some(message);
+        poll_fn(|cx| {
+            let Some(m) = message.take() else {
+                return Poll::Ready(Err(SendError::Closed));
+            };
+            match self.push(m, compress, WhenFull::Wait(cx.waker())) {
+                Ok(None) => Poll::Ready(Ok(())),
+                Ok(Some(m)) => {
+                    message = Some(m);
+                    Poll::Pending
+                }
+                Err(e) => Poll::Ready(Err(e)),
+            }
+        })
+        .await
+    }
+
+    /// Queues `message` unless the queue is full, where `full` says what
+    /// happens; `Ok(Some(message))` gives it back to wait.
+    fn push(
+        &self,
+        message: Message,
+        compress: bool,
+        full: WhenFull<'_>,
+    ) -> Result<Option<Message>, SendError> {
+        if self.shared.legacy().is_some() && !matches!(message, Message::Text(_)) {
+            self.shared.skipped();
+            return Err(SendError::NotInDraft);
+        }
+        let mut inner = self.shared.lock();
+        if inner.ended.is_some() {
+            // Reset or timed out: the core never saw a close.
+            return Err(SendError::Closed);
+        }
+        if inner.proto.state() == State::Open && self.shared.over_bound(&inner, message.len()) {
+            match full {
+                WhenFull::Policy => return Err(self.shared.overflow(&mut inner)),
+                WhenFull::Wait(waker) => {
+                    inner.wait_writer(waker);
+                    return Ok(Some(message));
+                }
+                WhenFull::Force => {}
+            }
+        }
+        let len = message.len();
+        if compress {
+            inner.proto.send(message)?;
+        } else {
+            inner.proto.send_uncompressed(message)?;
+        }
+        self.shared.frames_queued(&mut inner);
+        drop(inner);
+        self.shared.count_out(len);
+        Ok(None)
+    }
+
+    /// Waits until every queued byte has been handed to the socket.
+    fn poll_drained(&self, cx: &mut Context<'_>, closing: bool) -> Poll<Result<(), SendError>> {
+        let mut inner = self.shared.lock();
+        if inner.buffered() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        if inner.ended.is_some() {
+            // What is left will never be written.
+            return Poll::Ready(if closing {
+                Ok(())
+            } else {
+                Err(SendError::Closed)
+            });
+        }
+        inner.wait_writer(cx.waker());
+        Poll::Pending
     }
 
     /// The permessage-deflate parameters agreed in the handshake, if any.
@@ -603,41 +813,19 @@ impl Client {
         self.shared.legacy()
     }
 
-    fn send_with(&self, message: Message, compress: bool) -> Result<(), SendError> {
-        if self.shared.legacy().is_some() && !matches!(message, Message::Text(_)) {
-            self.shared.skipped();
-            return Err(SendError::NotInDraft);
-        }
-        let mut inner = self.shared.lock();
-        if inner.ended.is_some() {
-            // Reset or timed out: the core never saw a close.
-            return Err(SendError::Closed);
-        }
-        if inner.proto.state() == State::Open && self.shared.over_bound(&inner, message.len()) {
-            return Err(self.shared.overflow(&mut inner));
-        }
-        let len = message.len();
-        if compress {
-            inner.proto.send(message)?;
-        } else {
-            inner.proto.send_uncompressed(message)?;
-        }
-        self.shared.frames_queued(&mut inner);
-        drop(inner);
-        self.shared.count_out(len);
-        Ok(())
-    }
-
-    /// Starts the close handshake; the connection's `recv` returns `None`
-    /// once the peer answers (or the close timeout passes).
+    /// Starts the close handshake; the connection's stream then ends once
+    /// the peer answers (or the close timeout passes), with
+    /// [`Disconnect::Local`] carrying this frame. `reason` is cut to 123
+    /// bytes at a character boundary.
     ///
     /// # Errors
-    /// If the close handshake had already begun, or `code` may not be sent
-    /// (1005, 1006, 1015, out of range).
-    pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), SendError> {
+    /// [`CloseError::AlreadyClosing`] if the close handshake had already
+    /// begun or the connection has ended; [`CloseError::CodeNotSendable`]
+    /// for 1005, 1006, 1015 or a code out of range.
+    pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), CloseError> {
         let mut inner = self.shared.lock();
         if inner.ended.is_some() {
-            return Err(SendError::Closed);
+            return Err(CloseError::AlreadyClosing);
         }
         inner.proto.close(code, reason)?;
         inner.wake_driver();
@@ -656,6 +844,8 @@ impl Client {
         let mut inner = self.shared.lock();
         let now = inner.ready_state();
         inner
+            .watchers
+            .get_or_insert_default()
             .state_tx
             .get_or_insert_with(|| watch::Sender::new(now))
             .subscribe()
@@ -672,21 +862,48 @@ impl Client {
         u64::from(self.shared.lock().dropped)
     }
 
-    /// The peer's close frame, once it has sent one.
-    pub fn close_frame(&self) -> Option<CloseFrame> {
-        self.shared.lock().proto.peer_close().cloned()
-    }
-
-    /// The protocol violation that failed the connection, if one did.
-    pub fn protocol_error(&self) -> Option<ProtocolError> {
-        self.shared.lock().proto.error().cloned()
-    }
-
-    /// Why the connection ended, once it has: as soon as the close
-    /// handshake is over (when [`Connection::recv`] returns `None`), even
-    /// while the TCP connection is still being shut down.
+    /// How the connection ended, once it has: as soon as the close
+    /// handshake is over (when the stream yields [`Event::Close`] and
+    /// [`Connection::recv`] returns `None`), even while the TCP connection
+    /// is still being shut down.
     pub fn disconnect(&self) -> Option<Disconnect> {
         self.shared.lock().disconnect()
+    }
+}
+
+/// Sending with backpressure: `poll_ready` waits while the write queue is
+/// at or over `max_backpressure` (so the queue holds at most that plus one
+/// message), `poll_flush` until the socket has taken every queued byte,
+/// `poll_close` starts the close handshake with 1000 and flushes.
+impl Sink<Message> for Client {
+    type Error = SendError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+        let mut inner = self.shared.lock();
+        if inner.ended.is_some() || inner.proto.state() != State::Open {
+            return Poll::Ready(Err(SendError::Closed));
+        }
+        if inner.buffered() < self.shared.settings.max_backpressure {
+            return Poll::Ready(Ok(()));
+        }
+        inner.wait_writer(cx.waker());
+        Poll::Pending
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), SendError> {
+        self.push(item, true, WhenFull::Force).map(drop)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+        self.poll_drained(cx, false)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+        match self.close(CloseCode::NORMAL, "") {
+            Ok(()) | Err(CloseError::AlreadyClosing) => {}
+            Err(CloseError::CodeNotSendable(_)) => unreachable!("1000 may be sent"),
+        }
+        self.poll_drained(cx, true)
     }
 }
 
@@ -695,14 +912,16 @@ impl Connection {
         Self {
             client,
             limited: false,
+            done: false,
         }
     }
 
-    /// Whether the message [`Connection::recv`] last returned was over the
-    /// server's rate limit ([`Server::rate_limit`](crate::Server::rate_limit)
-    /// with [`RateAction::Notify`](crate::RateAction::Notify)): answer it as
-    /// the application's protocol says, rather than act on it. Under the
-    /// other actions such messages never reach `recv`, and this is `false`.
+    /// Whether the message [`Connection::recv`] (or the stream) last
+    /// returned was over the server's rate limit
+    /// ([`Server::rate_limit`](crate::Server::rate_limit) with
+    /// [`RateAction::Notify`](crate::RateAction::Notify)): answer it as the
+    /// application's protocol says, rather than act on it. Under the other
+    /// actions such messages never reach the handler, and this is `false`.
     pub fn rate_limited(&self) -> bool {
         self.limited
     }
@@ -712,60 +931,279 @@ impl Connection {
         &self.client
     }
 
+    /// Splits the connection into its reading half and a [`Client`] to send
+    /// with (a `Sink`, cloneable), for a reader and a writer in different
+    /// tasks. Dropping the [`ReadHalf`] closes the connection as dropping
+    /// the `Connection` does.
+    pub fn split(self) -> (ReadHalf, Client) {
+        let client = self.client.clone();
+        (ReadHalf { conn: self }, client)
+    }
+
     /// Receives the next text or binary message; `None` once the connection
-    /// is closed, after which [`Client::close_frame`] and
-    /// [`Client::disconnect`] say how. Pings are answered automatically and
-    /// are not returned.
+    /// is closed, after which [`Connection::disconnect`] says how (or use
+    /// the connection as a `Stream` of [`Event`]s, whose last item says it).
+    /// Pings are answered automatically and are not returned.
     ///
     /// # Cancel safety
     /// Cancel safe: a message is removed only when it is returned.
     pub async fn recv(&mut self) -> Option<Message> {
-        let limited = &mut self.limited;
-        let client = &self.client;
-        poll_fn(|cx| {
-            let mut inner = client.shared.lock();
-            let queued = inner.proto.buffered_amount();
-            while let Some(event) = inner.proto.poll_event() {
-                let (m, over) = match event {
-                    Event::Message(m) => (m, false),
-                    Event::RateLimited(m) => (m, true),
-                    Event::Close(_) => {
-                        inner.publish_state();
-                        continue;
-                    }
-                    _ => continue,
-                };
-                if matches!(m, Message::Text(_) | Message::Binary(_)) {
-                    let shared = &client.shared;
-                    shared.stats().received(shared.key(), m.len());
-                    *limited = over;
-                    return Poll::Ready(Some(m));
-                }
-            }
-            // The queue is empty: the driver may read again, and reaching a
-            // close or a violation may have queued a close frame to write.
-            if std::mem::take(&mut inner.read_paused) || inner.proto.buffered_amount() != queued {
-                client.shared.frames_queued(&mut inner);
-            }
-            if inner.ended.is_some() || inner.proto.state() == State::Closed {
-                inner.publish_state();
-                return Poll::Ready(None);
-            }
-            match &inner.recv_waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                _ => inner.recv_waker = Some(cx.waker().clone()),
-            }
-            Poll::Pending
+        poll_fn(|cx| match self.poll_event(cx) {
+            Poll::Ready(Some(Event::Message(m))) => Poll::Ready(Some(m)),
+            Poll::Ready(_) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         })
         .await
     }
+
+    /// The next event: a message, or (once) how the connection ended.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let client = &self.client;
+        let mut inner = client.shared.lock();
+        let queued = inner.proto.buffered_amount();
+        while let Some(event) = inner.proto.poll_event() {
+            let (m, over) = match event {
+                wharf_proto::Event::Message(m) => (m, false),
+                wharf_proto::Event::RateLimited(m) => (m, true),
+                wharf_proto::Event::Close(_) => {
+                    inner.publish_state();
+                    continue;
+                }
+                _ => continue,
+            };
+            if matches!(m, Message::Text(_) | Message::Binary(_)) {
+                let shared = &client.shared;
+                shared.stats().received(shared.key(), m.len());
+                self.limited = over;
+                return Poll::Ready(Some(Event::Message(m)));
+            }
+        }
+        // The queue is empty: the driver may read again, and reaching a
+        // close or a violation may have queued a close frame to write.
+        if std::mem::take(&mut inner.read_paused) || inner.proto.buffered_amount() != queued {
+            client.shared.frames_queued(&mut inner);
+        }
+        if inner.ended.is_some() || inner.proto.state() == State::Closed {
+            inner.publish_state();
+            self.done = true;
+            self.limited = false;
+            let why = inner.disconnect().unwrap_or(Disconnect::Reset);
+            return Poll::Ready(Some(Event::Close(why)));
+        }
+        match &inner.recv_waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => inner.recv_waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
 }
 
-impl Deref for Connection {
-    type Target = Client;
+/// The same as the [`Client`] methods of the same names, for the handler's
+/// convenience.
+impl Connection {
+    /// See [`Client::id`].
+    pub fn id(&self) -> u64 {
+        self.client.id()
+    }
 
-    fn deref(&self) -> &Client {
-        &self.client
+    /// See [`Client::peer_addr`].
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.client.peer_addr()
+    }
+
+    /// See [`Client::socket_addr`].
+    pub fn socket_addr(&self) -> SocketAddr {
+        self.client.socket_addr()
+    }
+
+    /// See [`Client::path`].
+    pub fn path(&self) -> &str {
+        self.client.path()
+    }
+
+    /// See [`Client::query`].
+    pub fn query(&self) -> Option<&str> {
+        self.client.query()
+    }
+
+    /// See [`Client::headers`].
+    pub fn headers(&self) -> Option<&HeaderMap> {
+        self.client.headers()
+    }
+
+    /// See [`Client::protocol`].
+    pub fn protocol(&self) -> Option<&str> {
+        self.client.protocol()
+    }
+
+    /// See [`Client::data`].
+    pub fn data<T: Clone + Send + Sync + 'static>(&self) -> Option<&T> {
+        self.client.data()
+    }
+
+    /// See [`Client::hub`].
+    pub fn hub(&self) -> &Hub {
+        self.client.hub()
+    }
+
+    /// See [`Client::join`].
+    pub fn join(&self, room: &str) -> bool {
+        self.client.join(room)
+    }
+
+    /// See [`Client::leave`].
+    pub fn leave(&self, room: &str) -> bool {
+        self.client.leave(room)
+    }
+
+    /// See [`Client::send`].
+    ///
+    /// # Errors
+    /// As for [`Client::send`].
+    ///
+    /// # Cancel safety
+    /// As for [`Client::send`].
+    pub async fn send(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.client.send(message).await
+    }
+
+    /// See [`Client::send_uncompressed`].
+    ///
+    /// # Errors
+    /// As for [`Client::send`].
+    ///
+    /// # Cancel safety
+    /// As for [`Client::send`].
+    pub async fn send_uncompressed(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.client.send_uncompressed(message).await
+    }
+
+    /// See [`Client::try_send`].
+    ///
+    /// # Errors
+    /// As for [`Client::try_send`].
+    pub fn try_send(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.client.try_send(message)
+    }
+
+    /// See [`Client::try_send_uncompressed`].
+    ///
+    /// # Errors
+    /// As for [`Client::try_send`].
+    pub fn try_send_uncompressed(&self, message: impl Into<Message>) -> Result<(), SendError> {
+        self.client.try_send_uncompressed(message)
+    }
+
+    /// See [`Client::close`].
+    ///
+    /// # Errors
+    /// As for [`Client::close`].
+    pub fn close(&self, code: CloseCode, reason: &str) -> Result<(), CloseError> {
+        self.client.close(code, reason)
+    }
+
+    /// See [`Client::deflate`].
+    pub fn deflate(&self) -> Option<&DeflateParams> {
+        self.client.deflate()
+    }
+
+    /// See [`Client::legacy_draft`].
+    pub fn legacy_draft(&self) -> Option<Draft> {
+        self.client.legacy_draft()
+    }
+
+    /// See [`Client::state`].
+    pub fn state(&self) -> ReadyState {
+        self.client.state()
+    }
+
+    /// See [`Client::state_changes`].
+    pub fn state_changes(&self) -> watch::Receiver<ReadyState> {
+        self.client.state_changes()
+    }
+
+    /// See [`Client::buffered_amount`].
+    pub fn buffered_amount(&self) -> usize {
+        self.client.buffered_amount()
+    }
+
+    /// See [`Client::dropped`].
+    pub fn dropped(&self) -> u64 {
+        self.client.dropped()
+    }
+
+    /// See [`Client::disconnect`].
+    pub fn disconnect(&self) -> Option<Disconnect> {
+        self.client.disconnect()
+    }
+}
+
+/// The messages, then how the connection ended ([`Event::Close`]), then
+/// `None`.
+impl Stream for Connection {
+    type Item = Event;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.get_mut().poll_event(cx)
+    }
+}
+
+/// As [`Client`]'s.
+impl Sink<Message> for Connection {
+    type Error = SendError;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+        Pin::new(&mut self.get_mut().client).poll_ready(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), SendError> {
+        Pin::new(&mut self.get_mut().client).start_send(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+        Pin::new(&mut self.get_mut().client).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), SendError>> {
+        Pin::new(&mut self.get_mut().client).poll_close(cx)
+    }
+}
+
+/// The reading half of a [`Connection`] ([`Connection::split`]): a
+/// `Stream` of [`Event`]s and [`ReadHalf::recv`].
+pub struct ReadHalf {
+    conn: Connection,
+}
+
+impl ReadHalf {
+    /// See [`Connection::recv`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a message is removed only when it is returned.
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.conn.recv().await
+    }
+
+    /// See [`Connection::rate_limited`].
+    pub fn rate_limited(&self) -> bool {
+        self.conn.rate_limited()
+    }
+
+    /// The connection's handle.
+    pub fn client(&self) -> &Client {
+        &self.conn.client
+    }
+}
+
+/// As [`Connection`]'s.
+impl Stream for ReadHalf {
+    type Item = Event;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.get_mut().conn.poll_event(cx)
     }
 }
 
@@ -777,7 +1215,7 @@ impl Drop for Connection {
         let mut inner = self.client.shared.lock();
         inner.detached = true;
         while let Some(event) = inner.proto.poll_event() {
-            if matches!(event, Event::Close(_)) {
+            if matches!(event, wharf_proto::Event::Close(_)) {
                 inner.publish_state();
             }
         }
@@ -813,6 +1251,12 @@ impl fmt::Debug for Client {
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Connection").field(&self.client).finish()
+    }
+}
+
+impl fmt::Debug for ReadHalf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ReadHalf").field(&self.conn.client).finish()
     }
 }
 #[cfg(test)]

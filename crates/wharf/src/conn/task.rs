@@ -639,6 +639,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                     if done > 0 || rest || status.stalled {
                         let mut inner = self.shared.lock();
                         inner.writing -= done;
+                        inner.wake_writers();
                         if rest || status.stalled {
                             inner.proto.handle_written(Instant::now(), true, rest);
                         }

@@ -184,7 +184,7 @@ impl Inbox {
         self.hub
             .upgrade()
             .and_then(|inner| Hub { inner }.get(id))
-            .is_some_and(|client| client.send(message).is_ok())
+            .is_some_and(|client| client.try_send(message).is_ok())
     }
 
     /// The number of local members of `room`.
@@ -282,7 +282,7 @@ impl Hub {
         if u64::from(node) == here {
             return self
                 .get(id)
-                .is_some_and(|client| client.send(message).is_ok());
+                .is_some_and(|client| client.try_send(message).is_ok());
         }
         match self.inner.backplane.get() {
             Some(backplane) => {

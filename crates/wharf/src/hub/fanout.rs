@@ -79,7 +79,7 @@ impl Frames {
                     };
                     shared.send_encoded(frame.unwrap_or_else(|| self.plain.clone()))
                 }
-                Some(_) => client.send(self.message.clone()),
+                Some(_) => client.try_send(self.message.clone()),
             };
             queued += usize::from(sent.is_ok());
         }

@@ -82,7 +82,7 @@ async fn a_handler_that_returns_without_reading_still_completes_the_close_handsh
     assert!(started.elapsed() < Duration::from_secs(2));
     let why = client.disconnect();
     assert!(
-        matches!(&why, Some(Disconnect::Closed(c)) if c.code == CloseCode::NORMAL),
+        matches!(&why, Some(Disconnect::Local(c)) if c.code == CloseCode::NORMAL && c.reason == "bye"),
         "{why:?}"
     );
 }
@@ -113,7 +113,11 @@ async fn a_peer_close_reaches_a_handler_that_never_reads_and_the_connection_ends
     let echo = within("close echo", raw.read_frame()).await;
     assert_eq!(echo.close_code(), 1001);
     within("end of stream", raw.expect_eof()).await;
-    assert!(matches!(client.disconnect(), Some(Disconnect::Closed(_))));
+    let why = client.disconnect();
+    assert!(
+        matches!(&why, Some(Disconnect::Peer(c)) if c.code == CloseCode::GOING_AWAY),
+        "{why:?}"
+    );
 }
 
 #[tokio::test]
@@ -129,7 +133,7 @@ async fn keepalive_works_for_a_handler_that_only_sends() {
             async move {
                 let _ = tx.send(conn.client().clone());
                 for i in 0.. {
-                    if conn.send(format!("tick {i}")).is_err() {
+                    if conn.try_send(format!("tick {i}")).is_err() {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -194,7 +198,7 @@ async fn a_peer_that_stops_reading_is_dropped_by_the_write_timeout() {
                 // Fill the socket and its queue, then wait.
                 let chunk = vec![b'x'; 60_000];
                 while conn.buffered_amount() < 8 << 20 {
-                    if conn.send(chunk.clone()).is_err() {
+                    if conn.try_send(chunk.clone()).is_err() {
                         break;
                     }
                     tokio::task::yield_now().await;
@@ -221,7 +225,10 @@ async fn a_peer_that_stops_reading_is_dropped_by_the_write_timeout() {
     assert!(started.elapsed() < Duration::from_secs(3));
     within("hub empties", hub.wait_empty()).await;
     assert_eq!(stats.snapshot().write_timeouts, 1);
-    assert!(client.send("late").is_err(), "send on an ended connection");
+    assert!(
+        client.try_send("late").is_err(),
+        "send on an ended connection"
+    );
 }
 
 #[tokio::test]
@@ -239,7 +246,7 @@ async fn send_on_a_reset_connection_is_an_error() {
     drop(raw);
     let conn = within("the handler ends", rx.recv()).await.unwrap();
     assert!(matches!(conn.disconnect(), Some(Disconnect::Reset)));
-    assert!(conn.send("into the void").is_err());
+    assert!(conn.try_send("into the void").is_err());
     assert!(conn.close(CloseCode::NORMAL, "").is_err());
 }
 
@@ -270,5 +277,5 @@ async fn a_connection_dropped_in_another_task_without_reading_finishes_its_close
         .await;
     within("end of stream", raw.expect_eof()).await;
     let why = client.disconnect();
-    assert!(matches!(&why, Some(Disconnect::Closed(_))), "{why:?}");
+    assert!(matches!(&why, Some(Disconnect::Local(_))), "{why:?}");
 }

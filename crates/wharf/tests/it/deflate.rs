@@ -225,7 +225,7 @@ async fn send_uncompressed_is_never_compressed() {
         .deflate(Some(DeflateConfig::shared()))
         .on_connection(|mut conn| async move {
             while let Some(msg) = conn.recv().await {
-                let _ = conn.send_uncompressed(msg);
+                let _ = conn.try_send_uncompressed(msg);
             }
         });
     let addr = start(server).await;

@@ -156,8 +156,12 @@ async fn kill_closes_with_1000_and_the_handler_sees_the_echoed_close() {
     let ended = within("handler returns", ended.recv())
         .await
         .expect("handler reported");
-    let frame = ended.close_frame.expect("the peer's close frame");
+    // The handler closed first; the peer answered.
+    let Some(Disconnect::Local(frame)) = ended.disconnect else {
+        panic!("expected Disconnect::Local, got {:?}", ended.disconnect);
+    };
     assert_eq!(frame.code, wharf::CloseCode::NORMAL);
+    assert_eq!(frame.reason.as_str(), "killed");
 }
 
 #[tokio::test]
@@ -184,7 +188,9 @@ async fn answers_the_client_close_with_its_code() {
     let ended = within("handler returns", ended.recv())
         .await
         .expect("handler reported");
-    let frame = ended.close_frame.expect("the peer's close frame");
+    let Some(Disconnect::Peer(frame)) = ended.disconnect else {
+        panic!("expected Disconnect::Peer, got {:?}", ended.disconnect);
+    };
     assert_eq!(frame.code, wharf::CloseCode::GOING_AWAY);
     assert_eq!(frame.reason.as_str(), "bye");
 }
@@ -199,7 +205,7 @@ async fn disconnect_is_closed_once_recv_returns_none_after_kill() {
         .await
         .expect("handler reported");
     match ended.disconnect {
-        Some(Disconnect::Closed(frame)) => assert_eq!(frame.code, wharf::CloseCode::NORMAL),
-        other => panic!("expected Disconnect::Closed, got {other:?}"),
+        Some(Disconnect::Local(frame)) => assert_eq!(frame.code, wharf::CloseCode::NORMAL),
+        other => panic!("expected Disconnect::Local, got {other:?}"),
     }
 }

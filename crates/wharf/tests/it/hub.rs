@@ -150,12 +150,12 @@ fn rooms_server() -> (Server, Hub) {
         async move {
             let room = conn.path().to_owned();
             conn.join(&room);
-            let _ = conn.send(format!("id:{}", conn.id()));
+            let _ = conn.try_send(format!("id:{}", conn.id()));
             while let Some(msg) = conn.recv().await {
                 match msg.as_text() {
                     Some("leave") => {
                         let left = conn.leave(&room);
-                        let _ = conn.send(format!("left:{left}"));
+                        let _ = conn.try_send(format!("left:{left}"));
                     }
                     Some(text) => {
                         hub.publish(&room, format!("{}: {text}", conn.id()));
@@ -268,7 +268,7 @@ async fn broadcast_except_skips_the_given_connection() {
     let server = Server::new();
     let hub = server.hub();
     let server = server.on_connection(|mut conn| async move {
-        let _ = conn.send(format!("id:{}", conn.id()));
+        let _ = conn.try_send(format!("id:{}", conn.id()));
         while conn.recv().await.is_some() {}
     });
     let addr = start(server).await;

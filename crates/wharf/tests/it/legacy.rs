@@ -346,7 +346,7 @@ async fn invalid_text_and_oversized_frames_end_the_connection() {
         .limits(wharf::Limits::default().max_message_size(16))
         .on_connection(|mut conn| async move {
             while let Some(m) = conn.recv().await {
-                let _ = conn.send(m);
+                let _ = conn.try_send(m);
             }
         });
     let addr = start(server).await;

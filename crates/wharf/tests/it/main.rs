@@ -20,6 +20,7 @@ mod rate_limit;
 mod remote;
 mod shutdown;
 mod slow_client;
+mod stream;
 #[cfg(feature = "tls")]
 mod tls;
 #[cfg(unix)]

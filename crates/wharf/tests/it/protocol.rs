@@ -15,9 +15,12 @@ fn reporting_server() -> (Server, mpsc::UnboundedReceiver<Option<ProtocolError>>
         let tx = tx.clone();
         async move {
             while let Some(msg) = conn.recv().await {
-                let _ = conn.send(msg);
+                let _ = conn.try_send(msg);
             }
-            let _ = tx.send(conn.protocol_error());
+            let _ = tx.send(match conn.disconnect() {
+                Some(wharf::Disconnect::Protocol(e)) => Some(e),
+                _ => None,
+            });
         }
     });
     (server, rx)

@@ -83,7 +83,7 @@ async fn notify_hands_on_marked_messages_and_keeps_the_connection() {
                 } else {
                     format!("ok {text}")
                 };
-                let _ = conn.send(reply);
+                let _ = conn.try_send(reply);
             }
         });
     let stats = server.stats();

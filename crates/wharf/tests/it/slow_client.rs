@@ -64,7 +64,7 @@ impl Fixture {
                 // still works once it reads again.
                 while let Some(msg) = conn.recv().await {
                     if slow {
-                        let _ = conn.send(msg);
+                        let _ = conn.try_send(msg);
                     }
                 }
             }
@@ -174,7 +174,7 @@ async fn slow_client_is_refused_at_the_bound_and_closed_while_fast_clients_get_e
             f.assert_bounded(step);
             f.settle().await;
         }
-        match f.slow.send(numbered(step, BIG_LEN)) {
+        match f.slow.try_send(numbered(step, BIG_LEN)) {
             Ok(()) => {}
             Err(SendError::Backpressure) => {
                 refused = Some(step);
@@ -194,7 +194,7 @@ async fn slow_client_is_refused_at_the_bound_and_closed_while_fast_clients_get_e
         "{buffered} bytes queued once the slow client was refused at step {step}"
     );
     assert_eq!(
-        f.slow.send(vec![0; 16]),
+        f.slow.try_send(vec![0; 16]),
         Err(SendError::Closed),
         "a refused client is being closed"
     );
@@ -232,7 +232,7 @@ async fn slow_client_drop_policy_drops_at_the_bound_and_recovers_when_it_reads()
         broadcasts += 1;
         f.assert_bounded(step);
         f.settle().await;
-        match f.slow.send(numbered(sent, BIG_LEN)) {
+        match f.slow.try_send(numbered(sent, BIG_LEN)) {
             Ok(()) => sent += 1,
             Err(SendError::Dropped) => {
                 // Keep going a while to show the connection stays open.
@@ -261,7 +261,7 @@ async fn slow_client_drop_policy_drops_at_the_bound_and_recovers_when_it_reads()
         // Whatever is still queued will reach the client, so a read only
         // waits while something is on its way.
         if !after_queued && f.slow.buffered_amount() == 0 {
-            f.slow.send("after").expect("send once drained");
+            f.slow.try_send("after").expect("send once drained");
             after_queued = true;
         }
         let frame = f.raw.read_frame().await;

@@ -15,9 +15,9 @@ async fn a_unix_socket_serves_websocket_and_http() {
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path).unwrap();
     let server = Server::new().on_connection(|mut conn| async move {
-        let _ = conn.send(wharf::Message::from(conn.client().peer_addr().to_string()));
+        let _ = conn.try_send(wharf::Message::from(conn.client().peer_addr().to_string()));
         while let Some(msg) = conn.recv().await {
-            let _ = conn.send(msg);
+            let _ = conn.try_send(msg);
         }
     });
     tokio::spawn(server.serve(listener));

@@ -45,7 +45,7 @@ fn token_server() -> Server {
             let name = conn
                 .data::<User>()
                 .map_or_else(|| "<no user>".to_owned(), |u| u.0.clone());
-            let _ = conn.send(name);
+            let _ = conn.try_send(name);
             while conn.recv().await.is_some() {}
         })
 }
@@ -91,7 +91,7 @@ fn request_echo_server(keep_headers: bool) -> Server {
                     .map_or("<absent>", |v| v.to_str().unwrap_or("<binary>")),
             }
             .to_owned();
-            let _ = conn.send(format!(
+            let _ = conn.try_send(format!(
                 "{} {} {team}",
                 conn.path(),
                 conn.query().unwrap_or("<no query>")
@@ -182,7 +182,7 @@ async fn echo_service(mut req: Request<Incoming>) -> Result<Response<Body>, Infa
             tokio::spawn(async move {
                 if let Ok(mut conn) = pending.await {
                     while let Some(msg) = conn.recv().await {
-                        let _ = conn.send(msg);
+                        let _ = conn.try_send(msg);
                     }
                 }
             });

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use wharf::{Body, CloseCode, CloseFrame, Disconnect, Server};
+use wharf::{Body, CloseCode, Disconnect, Server};
 
 /// The longest any single step of a test may take.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(5);
@@ -65,10 +65,9 @@ pub(crate) fn echo_server() -> (Server, mpsc::UnboundedReceiver<Ended>) {
                         let _ = conn.close(CloseCode::NORMAL, "killed");
                         continue;
                     }
-                    let _ = conn.send(msg);
+                    let _ = conn.try_send(msg);
                 }
                 let _ = tx.send(Ended {
-                    close_frame: conn.close_frame(),
                     disconnect: conn.disconnect(),
                 });
             }
@@ -79,7 +78,6 @@ pub(crate) fn echo_server() -> (Server, mpsc::UnboundedReceiver<Ended>) {
 /// What a handler saw once `recv` returned `None`.
 #[derive(Debug)]
 pub(crate) struct Ended {
-    pub(crate) close_frame: Option<CloseFrame>,
     pub(crate) disconnect: Option<Disconnect>,
 }
 

@@ -27,7 +27,7 @@ fn room_server() -> (Server, wharf::Hub) {
     let server = server.on_connection(|mut conn| async move {
         conn.join("room");
         let thread = std::thread::current().name().unwrap_or("?").to_owned();
-        let _ = conn.send(format!("thread {thread}"));
+        let _ = conn.try_send(format!("thread {thread}"));
         while let Some(msg) = conn.recv().await {
             let text = msg.as_text().unwrap_or_default().to_owned();
             match text.strip_prefix("all:") {

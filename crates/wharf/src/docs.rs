@@ -103,6 +103,9 @@ pub mod limits {
 #[doc = include_str!("../../../docs/LEGACY.md")]
 pub mod legacy {}
 
+#[doc = include_str!("../../../docs/MIGRATION.md")]
+pub mod migration {}
+
 pub mod runtime {
     //! # The runtime model: thread per core, and why
     //!

@@ -931,13 +931,15 @@ impl Connection {
         &self.client
     }
 
-    /// Splits the connection into its reading half and a [`Client`] to send
-    /// with (a `Sink`, cloneable), for a reader and a writer in different
-    /// tasks. Dropping the [`ReadHalf`] closes the connection as dropping
+    /// Splits the connection into a [`Client`] to send with (a `Sink`,
+    /// cloneable) and its reading half (a `Stream`), for a writer and a
+    /// reader in different tasks: in the order of `futures`'
+    /// `StreamExt::split`, so code written for tokio-tungstenite ports
+    /// as is. Dropping the [`ReadHalf`] closes the connection as dropping
     /// the `Connection` does.
-    pub fn split(self) -> (ReadHalf, Client) {
+    pub fn split(self) -> (Client, ReadHalf) {
         let client = self.client.clone();
-        (ReadHalf { conn: self }, client)
+        (client, ReadHalf { conn: self })
     }
 
     /// Receives the next text or binary message; `None` once the connection

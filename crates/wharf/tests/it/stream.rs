@@ -67,7 +67,7 @@ async fn the_stream_yields_each_message_then_how_the_peer_closed_then_ends() {
 #[tokio::test]
 async fn split_halves_echo_through_forward_in_order() {
     let server = Server::new().on_connection(|conn| async move {
-        let (read, write) = conn.split();
+        let (write, read) = conn.split();
         let messages = read.filter_map(|event| async move {
             match event {
                 Event::Message(m) => Some(Ok(m)),

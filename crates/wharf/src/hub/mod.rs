@@ -50,8 +50,44 @@ pub(crate) const MAX_SHARDS: usize = 64;
 /// Directory stripes: publishes to different rooms rarely share a lock.
 const STRIPES: usize = 64;
 
-/// The registry of a server's open connections and its rooms. Cheap to
-/// clone; every clone is the same hub.
+/// The registry of a server's open connections and its rooms (the seed's
+/// `server.clients`). Cheap to clone; every clone is the same hub.
+///
+/// A connection is in the hub from before its handler starts until its task
+/// ends. A broadcast or publish encodes the message once and queues the
+/// same frame on every receiver, never waiting: a receiver over its
+/// `max_backpressure` meets the server's [`SlowClient`](crate::SlowClient)
+/// policy alone.
+///
+/// ```no_run
+/// use wharf::{Event, Server};
+/// use futures_util::StreamExt;
+///
+/// # async fn run() -> Result<(), wharf::Error> {
+/// let server = Server::new();
+/// let hub = server.hub(); // for other tasks: an HTTP route, a timer
+/// tokio::spawn({
+///     let hub = hub.clone();
+///     async move {
+///         loop {
+///             tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+///             hub.publish("news", format!("{} connections", hub.len()));
+///         }
+///     }
+/// });
+/// server
+///     .on_connection(|mut conn| async move {
+///         let room = conn.path().trim_start_matches('/').to_owned(); // "/news"
+///         conn.join(&room);
+///         while let Some(Event::Message(m)) = conn.next().await {
+///             conn.hub().publish_except(&room, conn.id(), m);
+///         }
+///         // Leaving is automatic when the connection ends.
+///     })
+///     .listen("127.0.0.1:3400")
+///     .await
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Hub {
     inner: Arc<Inner>,

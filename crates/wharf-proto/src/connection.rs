@@ -692,7 +692,7 @@ impl Connection {
         let rest = rest || !self.transmits.is_empty();
         if !rest {
             if let Some(clock) = &mut self.clock {
-                clock.stalled = None;
+                clock.set_stalled(None);
             }
             return;
         }
@@ -704,16 +704,16 @@ impl Connection {
             // A peer whose window opened is alive.
             clock.heard = now;
             clock.pinged = false;
-            clock.stalled = Some(now);
-        } else if clock.stalled.is_none() {
-            clock.stalled = Some(now);
+            clock.set_stalled(Some(now));
+        } else if clock.stalled().is_none() {
+            clock.set_stalled(Some(now));
         }
     }
 
     /// Whether output waited, unwritten, at the last
     /// [`Connection::handle_written`].
     pub fn is_stalled(&self) -> bool {
-        self.clock.as_ref().is_some_and(|c| c.stalled.is_some())
+        self.clock.as_ref().is_some_and(|c| c.stalled().is_some())
     }
 
     /// Whether a deadline must be started with the current time: the state
@@ -722,7 +722,7 @@ impl Connection {
     pub fn needs_time(&self) -> bool {
         self.state != State::Open
             && self.timeouts.has_close()
-            && self.clock.as_ref().is_none_or(|c| c.closing.is_none())
+            && self.clock.as_ref().is_none_or(|c| c.closing().is_none())
     }
 
     /// The next instant at which [`Connection::handle_timeout`] must be
@@ -750,7 +750,7 @@ impl Connection {
         if self.needs_time() {
             self.clock
                 .get_or_insert_with(|| Box::new(Clock::new(now)))
-                .closing = Some(now);
+                .set_closing(now);
         }
         let l = self.timeouts;
         let waiting = self.has_events();
@@ -758,7 +758,7 @@ impl Connection {
         let Some(clock) = &mut self.clock else {
             return;
         };
-        if waiting || (clock.stalled.is_some() && l.has_write()) {
+        if waiting || (clock.stalled().is_some() && l.has_write()) {
             // Input is paused while the application holds messages back,
             // or while the peer takes no output (the write deadline judges
             // that): the silence is ours, not the peer's.

@@ -129,7 +129,8 @@ impl Limits {
 
 /// The instants a connection's deadlines run from. Allocated only while
 /// one runs: always with keepalive or a rate limit, else from the close
-/// handshake or the first stalled write.
+/// handshake or the first stalled write. An idle connection's clock is 40
+/// bytes: what only the end or a stalled write needs is boxed apart.
 #[derive(Debug)]
 pub(crate) struct Clock {
     /// When the peer last showed life: input arrived, or the transport
@@ -137,13 +138,21 @@ pub(crate) struct Clock {
     pub(crate) heard: Instant,
     /// Our keepalive ping is queued and nothing was heard since.
     pub(crate) pinged: bool,
-    /// When the state left `Open`.
-    pub(crate) closing: Option<Instant>,
-    /// Since when output has waited with no byte written.
-    pub(crate) stalled: Option<Instant>,
     /// The rate limit on received messages, if any: time-dependent state
     /// too, kept here so that a connection without one pays nothing.
     pub(crate) rate: Option<Box<crate::rate::Rate>>,
+    /// From the close handshake or the first stalled write on.
+    later: Option<Box<Later>>,
+}
+
+/// The instants of the deadlines that run only around the end of a
+/// connection or while the peer takes no output.
+#[derive(Debug, Default)]
+struct Later {
+    /// When the state left `Open`.
+    closing: Option<Instant>,
+    /// Since when output has waited with no byte written.
+    stalled: Option<Instant>,
 }
 
 impl Clock {
@@ -151,9 +160,30 @@ impl Clock {
         Self {
             heard: now,
             pinged: false,
-            closing: None,
-            stalled: None,
             rate: None,
+            later: None,
+        }
+    }
+
+    /// When the state left `Open`, once it has (and a deadline runs).
+    pub(crate) fn closing(&self) -> Option<Instant> {
+        self.later.as_ref()?.closing
+    }
+
+    pub(crate) fn set_closing(&mut self, at: Instant) {
+        self.later.get_or_insert_default().closing = Some(at);
+    }
+
+    /// Since when output has waited with no byte written, if it waits.
+    pub(crate) fn stalled(&self) -> Option<Instant> {
+        self.later.as_ref()?.stalled
+    }
+
+    pub(crate) fn set_stalled(&mut self, at: Option<Instant>) {
+        match (at, &mut self.later) {
+            (Some(at), later) => later.get_or_insert_default().stalled = Some(at),
+            (None, Some(later)) => later.stalled = None,
+            (None, None) => {}
         }
     }
 
@@ -171,10 +201,19 @@ impl Clock {
     }
 
     pub(crate) fn close_at(&self, l: Limits) -> Option<Instant> {
-        Some(self.closing? + dur(l.close)?)
+        Some(self.closing()? + dur(l.close)?)
     }
 
     pub(crate) fn write_at(&self, l: Limits) -> Option<Instant> {
-        Some(self.stalled? + dur(l.write)?)
+        Some(self.stalled()? + dur(l.write)?)
     }
+}
+
+/// The clock is what keepalive costs an idle connection: keep it in
+/// mimalloc's 40-byte size class.
+#[cfg(all(test, target_pointer_width = "64"))]
+#[test]
+fn an_idle_connections_clock_stays_small() {
+    let clock = size_of::<Clock>();
+    assert!(clock <= 40, "the clock grew to {clock} bytes");
 }

@@ -7,9 +7,15 @@
 //! - We always inflate with a 15-bit window: a larger window decodes any
 //!   stream made with a smaller one, so `client_max_window_bits` only
 //!   constrains the client.
-//! - We never deflate with an 8-bit window (zlib silently uses 9, which a
-//!   peer inflating with 8 bits could not read): an offer demanding
-//!   `server_max_window_bits=8` is declined and the next one considered.
+//! - zlib cannot deflate with an 8-bit window (it silently uses 9, and
+//!   nothing it documents keeps its distances within 256 bytes, which a
+//!   peer inflating with 8 bits needs). A server declines an offer
+//!   demanding `server_max_window_bits=8` and considers the next one. A
+//!   client told `client_max_window_bits=8` honours it by construction: it
+//!   compresses each 256-byte piece of a message as a fresh deflate stream
+//!   (`compress_narrow`), so no back-reference reaches further than 255
+//!   bytes, whatever the deflate implementation does; the price is a worse
+//!   ratio for such clients only.
 //!
 //! Compressors and decompressors without context takeover hold no state
 //! between messages, so they are shared per thread instead of owned by a
@@ -122,7 +128,8 @@ impl DeflateParams {
         Self {
             server_no_context_takeover: self.client_no_context_takeover,
             client_no_context_takeover: self.server_no_context_takeover,
-            server_max_window_bits: self.client_max_window_bits.max(9),
+            // 8 stays 8: the codec honours it (`compress_narrow`).
+            server_max_window_bits: self.client_max_window_bits,
             client_max_window_bits: self.server_max_window_bits,
             ..self
         }
@@ -382,6 +389,9 @@ impl Codec {
     /// Compresses a whole message (§7.2.1), without the sync-flush tail.
     pub(crate) fn compress(&mut self, input: &[u8]) -> Bytes {
         let p = self.params;
+        if p.server_max_window_bits < 9 {
+            return compress_narrow(p.level, input);
+        }
         if p.server_no_context_takeover {
             return compress_shared(p.server_max_window_bits, p.level, input);
         }
@@ -496,8 +506,63 @@ pub(crate) fn compress_shared(window_bits: u8, level: u32, input: &[u8]) -> Byte
     })
 }
 
+/// The most bytes one back-reference may span for a peer inflating with an
+/// 8-bit window.
+const NARROW: usize = 1 << 8;
+
+/// Compresses for a peer that allowed an 8-bit window: each `NARROW`-byte
+/// piece is a stream of its own (sync-flushed, then the compressor reset),
+/// so that no back-reference reaches past the piece it is in. The pieces'
+/// streams follow one another as deflate blocks do, each starting on a
+/// byte boundary after the previous one's sync flush; only the last tail is
+/// stripped. Without context takeover by construction: nothing refers to an
+/// earlier message, which the peer's decompressor takes either way.
+fn compress_narrow(level: u32, input: &[u8]) -> Bytes {
+    COMPRESSORS.with(|cell| {
+        let mut pool = cell.borrow_mut();
+        let key = (9, level);
+        let at = match pool.iter().position(|(k, _)| *k == key) {
+            Some(at) => at,
+            None => {
+                pool.push((
+                    key,
+                    Compress::new_with_window_bits(Compression::new(level), false, 9),
+                ));
+                pool.len() - 1
+            }
+        };
+        let c = &mut pool[at].1;
+        let mut out = Vec::with_capacity(input.len() / 2 + 64);
+        for piece in input.chunks(NARROW) {
+            deflate_raw(c, piece, &mut out);
+            c.reset();
+        }
+        finish(out)
+    })
+}
+
 fn deflate_into(c: &mut Compress, input: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(input.len() / 2 + 64);
+    deflate_raw(c, input, &mut out);
+    finish(out)
+}
+
+/// The deflate output of a message: the sync-flush tail stripped; an empty
+/// message as a single 0x00 (§7.2.3.6).
+fn finish(mut out: Vec<u8>) -> Bytes {
+    if out.ends_with(&TAIL) {
+        out.truncate(out.len() - TAIL.len());
+    }
+    if out.is_empty() {
+        // zlib emits nothing for a flush with nothing new to flush; the
+        // compressed form of an empty message is a single 0x00 (§7.2.3.6).
+        out.push(0x00);
+    }
+    out.into()
+}
+
+/// Appends `input`, compressed and sync-flushed (tail included), to `out`.
+fn deflate_raw(c: &mut Compress, input: &[u8], out: &mut Vec<u8>) {
     let start = c.total_in();
     loop {
         let consumed = (c.total_in() - start) as usize;
@@ -506,7 +571,7 @@ fn deflate_into(c: &mut Compress, input: &[u8]) -> Bytes {
         }
         // Compressing into memory cannot fail: the only errors zlib reports
         // are for misuse (a stream error) which this loop never causes.
-        if c.compress_vec(&input[consumed..], &mut out, FlushCompress::Sync)
+        if c.compress_vec(&input[consumed..], out, FlushCompress::Sync)
             .is_err()
         {
             break;
@@ -518,15 +583,6 @@ fn deflate_into(c: &mut Compress, input: &[u8]) -> Bytes {
             break;
         }
     }
-    if out.ends_with(&TAIL) {
-        out.truncate(out.len() - TAIL.len());
-    }
-    if out.is_empty() {
-        // zlib emits nothing for a flush with nothing new to flush; the
-        // compressed form of an empty message is a single 0x00 (§7.2.3.6).
-        out.push(0x00);
-    }
-    out.into()
 }
 
 fn inflate_into(d: &mut Decompress, input: &[u8], limit: usize) -> Result<Bytes, ProtocolError> {

@@ -369,3 +369,206 @@ fn empty_messages_keep_the_shared_window_in_step() {
         );
     }
 }
+
+/// A raw deflate decoder (RFC 1951) that reports the longest distance any
+/// back-reference reaches: what a peer inflating with a window of that
+/// many bytes needs. Test-only, and strict: it panics on anything invalid.
+fn longest_distance(data: &[u8]) -> (Vec<u8>, usize) {
+    struct Bits<'a> {
+        data: &'a [u8],
+        at: usize,
+    }
+    impl Bits<'_> {
+        fn bit(&mut self) -> u32 {
+            let b = (self.data[self.at / 8] >> (self.at % 8)) & 1;
+            self.at += 1;
+            u32::from(b)
+        }
+        fn bits(&mut self, n: u32) -> u32 {
+            (0..n).fold(0, |v, i| v | (self.bit() << i))
+        }
+        fn decode(&mut self, (counts, symbols): &(Vec<u16>, Vec<u16>)) -> usize {
+            let (mut code, mut first, mut index) = (0i32, 0i32, 0i32);
+            for &count in &counts[1..] {
+                code |= self.bit() as i32;
+                let count = i32::from(count);
+                if code - first < count {
+                    return symbols[(index + code - first) as usize] as usize;
+                }
+                index += count;
+                first = (first + count) << 1;
+                code <<= 1;
+            }
+            panic!("bad huffman code");
+        }
+    }
+    fn table(lengths: &[u8]) -> (Vec<u16>, Vec<u16>) {
+        let mut counts = vec![0u16; 16];
+        for &l in lengths {
+            counts[l as usize] += 1;
+        }
+        counts[0] = 0;
+        let mut symbols = Vec::new();
+        for len in 1..16u8 {
+            for (s, &l) in lengths.iter().enumerate() {
+                if l == len {
+                    symbols.push(s as u16);
+                }
+            }
+        }
+        (counts, symbols)
+    }
+    const LEN_BASE: [u16; 29] = [
+        3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59, 67, 83, 99, 115,
+        131, 163, 195, 227, 258,
+    ];
+    const LEN_EXTRA: [u32; 29] = [
+        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 0,
+    ];
+    const DIST_BASE: [u16; 30] = [
+        1, 2, 3, 4, 5, 7, 9, 13, 17, 25, 33, 49, 65, 97, 129, 193, 257, 385, 513, 769, 1025, 1537,
+        2049, 3073, 4097, 6145, 8193, 12289, 16385, 24577,
+    ];
+    const DIST_EXTRA: [u32; 30] = [
+        0, 0, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7, 8, 8, 9, 9, 10, 10, 11, 11, 12, 12,
+        13, 13,
+    ];
+    const ORDER: [usize; 19] = [
+        16, 17, 18, 0, 8, 7, 9, 6, 10, 5, 11, 4, 12, 3, 13, 2, 14, 1, 15,
+    ];
+    let mut r = Bits { data, at: 0 };
+    let (mut out, mut longest) = (Vec::new(), 0);
+    while r.at / 8 < data.len() {
+        let last = r.bit() == 1;
+        match r.bits(2) {
+            0 => {
+                r.at = r.at.div_ceil(8) * 8;
+                let len = r.bits(16) as usize;
+                assert_eq!(r.bits(16) as usize, !len & 0xffff);
+                for _ in 0..len {
+                    out.push(r.bits(8) as u8);
+                }
+            }
+            kind @ (1 | 2) => {
+                let (lit, dist) = if kind == 1 {
+                    let mut l = vec![8u8; 288];
+                    l[144..256].fill(9);
+                    l[256..280].fill(7);
+                    (table(&l), table(&[5; 30]))
+                } else {
+                    let (hlit, hdist, hclen) = (
+                        r.bits(5) as usize + 257,
+                        r.bits(5) as usize + 1,
+                        r.bits(4) + 4,
+                    );
+                    let mut cl = [0u8; 19];
+                    for &i in &ORDER[..hclen as usize] {
+                        cl[i] = r.bits(3) as u8;
+                    }
+                    let cl = table(&cl);
+                    let mut lengths = Vec::new();
+                    while lengths.len() < hlit + hdist {
+                        match r.decode(&cl) {
+                            s @ 0..=15 => lengths.push(s as u8),
+                            16 => {
+                                let prev = *lengths.last().unwrap();
+                                let n = 3 + r.bits(2) as usize;
+                                lengths.extend(std::iter::repeat_n(prev, n));
+                            }
+                            17 => lengths.extend(std::iter::repeat_n(0, 3 + r.bits(3) as usize)),
+                            _ => lengths.extend(std::iter::repeat_n(0, 11 + r.bits(7) as usize)),
+                        }
+                    }
+                    (table(&lengths[..hlit]), table(&lengths[hlit..]))
+                };
+                loop {
+                    match r.decode(&lit) {
+                        s @ 0..=255 => out.push(s as u8),
+                        256 => break,
+                        s => {
+                            let i = s - 257;
+                            let len = LEN_BASE[i] as usize + r.bits(LEN_EXTRA[i]) as usize;
+                            let d = r.decode(&dist);
+                            let d = DIST_BASE[d] as usize + r.bits(DIST_EXTRA[d]) as usize;
+                            assert!(d <= out.len(), "distance before the start");
+                            longest = longest.max(d);
+                            for _ in 0..len {
+                                out.push(out[out.len() - d]);
+                            }
+                        }
+                    }
+                }
+            }
+            _ => panic!("reserved block type"),
+        }
+        if last {
+            break;
+        }
+    }
+    (out, longest)
+}
+
+/// Text whose best matches lie 300 bytes back (past an 8-bit window):
+/// a 300-byte pseudo-random line repeated.
+fn far_matches(len: usize) -> Vec<u8> {
+    let mut x = 0x2545_f491_u32;
+    let line: Vec<u8> = (0..300)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            b'a' + (x % 26) as u8
+        })
+        .collect();
+    line.iter().copied().cycle().take(len).collect()
+}
+
+#[test]
+fn the_checker_sees_distances_past_256_at_a_wider_window() {
+    let input = far_matches(4096);
+    let mut c = codec();
+    let mut data = c.compress(&input).to_vec();
+    data.extend_from_slice(&TAIL);
+    let (out, longest) = longest_distance(&data);
+    assert_eq!(out, input);
+    assert!(longest > 256 && longest % 300 == 0, "{longest}");
+}
+
+#[test]
+fn a_client_held_to_an_8_bit_window_never_reaches_past_256_bytes() {
+    // The server answered client_max_window_bits=8: every message this
+    // client compresses must inflate with a 256-byte window, in either
+    // context mode, at every level.
+    for client_nct in [false, true] {
+        for level in [1, 6, 9] {
+            let agreed = DeflateParams {
+                level,
+                ..params(false, client_nct, 15, 8)
+            };
+            let mut c = Codec::new(agreed, agreed.mirrored());
+            let mut all = Vec::new();
+            let mut sent = Vec::new();
+            for len in [4096, 1, 255, 256, 257, 70_000] {
+                let input = far_matches(len);
+                all.extend_from_slice(&c.compress(&input));
+                all.extend_from_slice(&TAIL);
+                sent.extend_from_slice(&input);
+            }
+            let (out, longest) = longest_distance(&all);
+            assert_eq!(out, sent);
+            assert!(longest <= 256, "distance {longest} at level {level}");
+        }
+    }
+}
+
+#[test]
+fn a_client_held_to_an_8_bit_window_round_trips() {
+    let p = params(false, false, 15, 8);
+    let messages: Vec<Message> = [10, 300, 5000]
+        .iter()
+        .map(|&n| Message::Binary(Bytes::from(far_matches(n))))
+        .collect();
+    let (at_server, _) = round_trip(p, &messages, 7);
+    let expect: Vec<Event> = messages.into_iter().map(Event::Message).collect();
+    assert_eq!(at_server, expect);
+}

@@ -32,6 +32,8 @@ use http::HeaderValue;
 
 use crate::error::ProtocolError;
 
+pub(crate) mod client;
+
 /// The tail a sync flush ends with, stripped on send and re-appended on
 /// receive (§7.2.1, §7.2.2).
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
@@ -160,6 +162,16 @@ pub(crate) struct Malformed;
 pub(crate) fn parse_offers<'a>(
     values: impl Iterator<Item = &'a HeaderValue>,
 ) -> Result<Vec<Offer>, Malformed> {
+    parse_answers(values).map(|(offers, _)| offers)
+}
+
+/// Parses `Sec-WebSocket-Extensions` values: the `permessage-deflate`
+/// elements in order, and how many elements name other extensions (a
+/// response may name none that was not offered).
+pub(crate) fn parse_answers<'a>(
+    values: impl Iterator<Item = &'a HeaderValue>,
+) -> Result<(Vec<Offer>, usize), Malformed> {
+    let mut others = 0;
     let mut offers = Vec::new();
     for value in values {
         let mut p = Parser {
@@ -202,10 +214,12 @@ pub(crate) fn parse_offers<'a>(
             }
             if name.eq_ignore_ascii_case(EXTENSION) {
                 offers.push(offer);
+            } else {
+                others += 1;
             }
         }
     }
-    Ok(offers)
+    Ok((offers, others))
 }
 
 struct Parser<'a> {

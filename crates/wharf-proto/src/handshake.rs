@@ -1,6 +1,8 @@
 //! The opening handshake (RFC 6455 §4.2) as pure functions over `http` types:
 //! validate a request, compute `Sec-WebSocket-Accept`, pick a subprotocol,
-//! build the `101` response, or say why not with a status and one line.
+//! build the `101` response, or say why not with a status and one line; and
+//! the client's side ([`ClientHandshake`]): the request, and the checks of
+//! the server's response (§4.1).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -9,6 +11,10 @@ use http::{Method, Request, Response, StatusCode, Version};
 use sha1::{Digest, Sha1};
 
 use crate::deflate::{self, DeflateConfig, DeflateParams, Offer};
+
+mod client;
+
+pub use client::{Accepted, ClientHandshake, ResponseError};
 
 /// The GUID of RFC 6455 §1.3.
 const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";

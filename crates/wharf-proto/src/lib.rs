@@ -58,7 +58,7 @@ pub use connection::{Connection, Event, Inflation, MAX_EVENTS, MAX_PONGS, Role, 
 pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::ProtocolError;
 pub use frame::{OpCode, Transmit};
-pub use handshake::{Handshake, Reject};
+pub use handshake::{Accepted, ClientHandshake, Handshake, Reject, ResponseError};
 pub use legacy::{Draft, LegacyHandshake};
 pub use limits::Limits;
 pub use message::{Message, Utf8Bytes};

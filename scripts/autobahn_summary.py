@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """Helper for scripts/autobahn.
   spec   OUT URL AGENT CASES EXCLUDE  write OUT/fuzzingclient.json
-  report OUT AGENT EXPECTED UPDATE    summarize OUT/reports; write OUT/conformance.md and
-                                      OUT/results.json; compare with / update EXPECTED
+  spec-server OUT URL CASES EXCLUDE   write OUT/fuzzingserver.json (testing a client)
+  report OUT AGENT EXPECTED UPDATE [PLANNED]
+                                      summarize OUT/reports; write OUT/conformance.md and
+                                      OUT/results.json; compare with / update EXPECTED.
+                                      PLANNED: the number of cases that should have run
+                                      (default: what wstest's fuzzingclient log says)
 report exits 0 pass, 1 a case is not OK/INFORMATIONAL (UNIMPLEMENTED is allowed in
 12.*/13.* only) or results differ from EXPECTED, 2 not every planned case ran."""
 import collections, datetime, json, os, re, sys
@@ -41,6 +45,15 @@ def spec(out, url, agent, cases, exclude):
     return 0
 
 
+def spec_server(out, url, cases, exclude):
+    pats = lambda s: [p.strip() for p in s.split(",") if p.strip()]
+    write_json(os.path.join(out, "fuzzingserver.json"), {
+        "url": url, "outdir": "./reports",
+        "cases": pats(cases) or ["*"], "exclude-cases": pats(exclude),
+        "exclude-agent-cases": {}})
+    return 0
+
+
 def compare(got, path, update):
     """Diff results against the committed expectation (or write it); returns differing ids."""
     old = read_json(path)
@@ -61,12 +74,17 @@ def compare(got, path, update):
     return diff
 
 
-def report(out, agent, expected, update):
+def report(out, agent, expected, update, planned=None):
     results = (read_json(os.path.join(out, "reports", "index.json")) or {}).get(agent, {})
     with open(os.path.join(out, "wstest.log"), errors="replace") as f:
         log = f.read()
-    m = re.search(r"will run (\d+) test cases", log)
-    planned = int(m.group(1)) if m else None
+    mode = "fuzzingclient"
+    if planned is not None:
+        mode = "fuzzingserver"
+        planned = int(planned) if planned.isdigit() else None
+    else:
+        m = re.search(r"will run (\d+) test cases", log)
+        planned = int(m.group(1)) if m else None
     if not results or len(results) != planned:
         print("INCOMPLETE: wstest planned %s case(s) but reported %d. End of wstest.log:"
               % (planned, len(results)))
@@ -106,8 +124,8 @@ def report(out, agent, expected, update):
     diff = compare(got, expected, update)
 
     md = ["## Autobahn|Testsuite %s" % datetime.date.today().isoformat(), "",
-          "Agent `%s`, %d cases (wstest fuzzingclient). Strict verdict: **%s**." % (
-              agent, len(ids), "FAIL: " + ", ".join(failing) if failing else "PASS"), "",
+          "Agent `%s`, %d cases (wstest %s). Strict verdict: **%s**." % (
+              agent, len(ids), mode, "FAIL: " + ", ".join(failing) if failing else "PASS"), "",
           "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     md += ["| " + " | ".join(str(v or "") for v in row) + " |" for row in table]
     md += ["", "Close behavior: %s." % close_text, ""]
@@ -125,6 +143,8 @@ if __name__ == "__main__":
     a = sys.argv[1:]
     if a[:1] == ["spec"] and len(a) == 6:
         sys.exit(spec(*a[1:]))
-    if a[:1] == ["report"] and len(a) == 5:
-        sys.exit(report(a[1], a[2], a[3], a[4] == "1"))
+    if a[:1] == ["spec-server"] and len(a) == 5:
+        sys.exit(spec_server(*a[1:]))
+    if a[:1] == ["report"] and len(a) in (5, 6):
+        sys.exit(report(a[1], a[2], a[3], a[4] == "1", *a[5:]))
     sys.exit(__doc__)

@@ -2,6 +2,7 @@
 
 mod body;
 mod caps;
+mod client;
 mod conn;
 pub mod docs;
 mod error;
@@ -31,6 +32,9 @@ mod upgrade;
 mod worker;
 
 pub use body::Body;
+#[doc(hidden)]
+pub use client::fuzz_response_head;
+pub use client::{ConnectError, ConnectErrorKind, Connector, connect};
 pub use conn::{Client, Connection, Event, ReadHalf, ReadyState, SlowClient};
 pub use error::{CloseError, Disconnect, Error, ErrorKind, SendError};
 #[doc(hidden)]

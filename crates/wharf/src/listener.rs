@@ -74,6 +74,9 @@ pub(crate) enum Stream<S> {
     Plain(S),
     #[cfg(feature = "tls")]
     Tls(Box<crate::tls::TlsStream<S>>),
+    /// A client's TLS (`wharf::connect` to `wss://`).
+    #[cfg(feature = "tls")]
+    TlsClient(Box<tokio_rustls::client::TlsStream<S>>),
 }
 
 macro_rules! each {
@@ -82,6 +85,8 @@ macro_rules! each {
             Stream::Plain($io) => $e,
             #[cfg(feature = "tls")]
             Stream::Tls($io) => $e,
+            #[cfg(feature = "tls")]
+            Stream::TlsClient($io) => $e,
         }
     };
 }
@@ -118,6 +123,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Stream<S> {
             Self::Plain(io) => io.is_write_vectored(),
             #[cfg(feature = "tls")]
             Self::Tls(io) => io.is_write_vectored(),
+            #[cfg(feature = "tls")]
+            Self::TlsClient(io) => io.is_write_vectored(),
         }
     }
 

@@ -36,7 +36,7 @@ use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 use wharf_proto::{
-    CloseCode, DeflateConfig, Expired, Limits, ProtocolError, RateLimit, Timeouts, Transmit,
+    CloseCode, DeflateConfig, Expired, Limits, ProtocolError, RateLimit, Role, Timeouts, Transmit,
 };
 
 use super::{End, Shared, SlowClient, wheel};
@@ -742,8 +742,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     /// After the close handshake (or a failure): shut the write side, then
     /// discard input until the peer's FIN or the close deadline.
+    ///
+    /// A client waits for the server's FIN first, and shuts nothing: the
+    /// server closes TCP first (RFC 6455 §7.1.1).
     fn poll_linger(&mut self, cx: &mut Context<'_>, deadline: Option<Instant>) -> Poll<Disconnect> {
-        if !self.shared.lock().write_shut {
+        let (client, shut) = {
+            let inner = self.shared.lock();
+            (inner.proto.role() == Role::Client, inner.write_shut)
+        };
+        if !client && !shut {
             match Pin::new(&mut self.io).poll_shutdown(cx) {
                 Poll::Ready(_) => self.shared.lock().write_shut = true,
                 Poll::Pending => {

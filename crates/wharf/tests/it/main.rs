@@ -6,6 +6,7 @@ mod auto_traits;
 mod backpressure;
 mod bounds;
 mod chat_util;
+mod client;
 mod deflate;
 mod echo;
 mod http;

@@ -51,7 +51,7 @@ async fn run(url: &str, agent: &str) -> anyhow::Result<()> {
             Ok((mut conn, _)) => {
                 while let Some(message) = conn.recv().await {
                     if matches!(message, Message::Text(_) | Message::Binary(_)) {
-                        let _ = conn.send(message);
+                        let _ = conn.try_send(message);
                     }
                 }
             }

@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
         .connect(&url)
         .await
         .with_context(|| format!("connecting to {url}"))?;
-    let send = |conn: &wharf::Connection, v: Value| conn.send(v.to_string());
+    let send = |conn: &wharf::Connection, v: Value| conn.try_send(v.to_string());
     send(
         &conn,
         json!({"v": 1, "type": "join", "room": room, "name": name}),

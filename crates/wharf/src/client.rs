@@ -52,7 +52,7 @@ const MAX_BODY: usize = 4 * 1024;
 /// # async fn run() -> Result<(), wharf::ConnectError> {
 /// let (mut conn, response) = wharf::connect("ws://127.0.0.1:8080/chat").await?;
 /// println!("upgraded: {}", response.status());
-/// conn.send("hello").ok();
+/// conn.send("hello").await.ok();
 /// while let Some(message) = conn.recv().await {
 ///     println!("{message:?}");
 /// }

@@ -54,6 +54,8 @@ async fn run(url: &str, agent: &str) -> anyhow::Result<()> {
                         let _ = conn.try_send(message);
                     }
                 }
+                // The suite records a case once its TCP connection is gone.
+                conn.closed().await;
             }
             Err(e) => println!("case {case}: {e}"),
         }
@@ -61,10 +63,6 @@ async fn run(url: &str, agent: &str) -> anyhow::Result<()> {
             println!("{case}/{count} cases in {:.0?}", started.elapsed());
         }
     }
-    // `recv` ends with the close handshake; the suite records a case when
-    // its TCP connection is gone, a moment later. Give the last case that
-    // moment before asking for the report, which would otherwise miss it.
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let (mut conn, _) = connector
         .connect(&format!("{url}/updateReports?agent={agent}"))
         .await

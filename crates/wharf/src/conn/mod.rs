@@ -862,6 +862,26 @@ impl Client {
         u64::from(self.shared.lock().dropped)
     }
 
+    /// Waits until the connection has ended entirely: the close handshake
+    /// (or the failure, or the timeout) is over and the TCP connection is
+    /// closed; returns how it ended. A client that must know the server saw
+    /// the end (before it opens the next connection, say) awaits this after
+    /// the stream ends.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn closed(&self) -> Disconnect {
+        poll_fn(|cx| {
+            let mut inner = self.shared.lock();
+            if inner.ended.is_some() {
+                return Poll::Ready(inner.disconnect().unwrap_or(Disconnect::Reset));
+            }
+            inner.wait_writer(cx.waker());
+            Poll::Pending
+        })
+        .await
+    }
+
     /// How the connection ended, once it has: as soon as the close
     /// handshake is over (when the stream yields [`Event::Close`] and
     /// [`Connection::recv`] returns `None`), even while the TCP connection
@@ -1140,6 +1160,14 @@ impl Connection {
     /// See [`Client::disconnect`].
     pub fn disconnect(&self) -> Option<Disconnect> {
         self.client.disconnect()
+    }
+
+    /// See [`Client::closed`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn closed(&self) -> Disconnect {
+        self.client.closed().await
     }
 }
 

@@ -217,3 +217,34 @@ async fn try_send_keeps_the_slow_client_policy_where_send_waits() {
     let result = within("try_send meets the bound", rx.recv()).await.unwrap();
     assert_eq!(result, Err(SendError::Backpressure));
 }
+
+#[tokio::test]
+async fn closed_resolves_once_the_tcp_connection_is_gone() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let server = Server::new().on_connection(move |mut conn| {
+        let tx = tx.clone();
+        async move {
+            while conn.recv().await.is_some() {}
+            let handshake_over = Instant::now();
+            let why = conn.closed().await;
+            let _ = tx.send((why, handshake_over.elapsed(), conn.disconnect()));
+        }
+    });
+    let addr = start(server).await;
+    let mut ws = connect(addr, "/").await;
+    within("close", ws.close(None)).await.unwrap();
+    // The server closes TCP first; the client's FIN comes when it lets go.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(ws);
+    let (why, waited, end) = within("closed", rx.recv()).await.unwrap();
+    // A close frame without a code reads as 1005 (RFC 6455 §7.1.5).
+    assert!(
+        matches!(why, Disconnect::Peer(ref f) if f.code == CloseCode::NO_STATUS_RECEIVED),
+        "{why:?}"
+    );
+    assert_eq!(Some(why), end);
+    assert!(
+        waited >= Duration::from_millis(150),
+        "closed() returned before the client let go ({waited:?})"
+    );
+}

@@ -66,7 +66,9 @@ enum Parsed {
 }
 
 /// Reads until the first request head is complete; `None` if the peer
-/// closed or failed before sending one.
+/// closed or failed before sending one. An upgrade request that `takes`
+/// refuses (it goes to the application's request service) comes back as
+/// [`Head::Other`], for hyper.
 ///
 /// The head is parsed only once a blank line (its possible end) or
 /// [`MAX_HEAD`] bytes have arrived, not on every read: a head trickled a
@@ -75,7 +77,10 @@ enum Parsed {
 /// # Cancel safety
 /// Not cancel safe: what was read is lost. The caller cancels it only to
 /// drop the connection (handshake timeout, shutdown).
-pub(crate) async fn read<S: AsyncRead + Unpin>(io: &mut S) -> Option<Head> {
+pub(crate) async fn read<S: AsyncRead + Unpin>(
+    io: &mut S,
+    takes: impl Fn(&Request<()>) -> bool,
+) -> Option<Head> {
     let mut buf = BytesMut::with_capacity(1024);
     // Bytes searched for a blank line, and the end of the last one found.
     let mut scanned: usize = 0;
@@ -104,9 +109,10 @@ pub(crate) async fn read<S: AsyncRead + Unpin>(io: &mut S) -> Option<Head> {
         // Frozen, so that header values can be views into it.
         let bytes = buf.split().freeze();
         match parse(&bytes, window) {
-            Parsed::Upgrade(req, len) => {
+            Parsed::Upgrade(req, len) if takes(&req) => {
                 return Some(Head::Upgrade(req, BytesMut::from(&bytes[len..])));
             }
+            Parsed::Upgrade(..) => return Some(Head::Other(bytes)),
             Parsed::Other => return Some(Head::Other(bytes)),
             Parsed::Refused(refuse) => return Some(Head::Refused(refuse)),
             Parsed::Partial => {
@@ -437,7 +443,7 @@ enum Outcome {
 fn drive(input: &[u8], size: usize) -> (Outcome, usize, Vec<u8>) {
     let mut reader = Chunks { rest: input, size };
     let head = {
-        let future = std::pin::pin!(read(&mut reader));
+        let future = std::pin::pin!(read(&mut reader, |_| true));
         let mut cx = Context::from_waker(std::task::Waker::noop());
         match future.poll(&mut cx) {
             Poll::Ready(head) => head,
@@ -503,7 +509,7 @@ mod tests {
         let (mut client, mut server) = tokio::io::duplex(64 * 1024);
         client.write_all(input).await.unwrap();
         drop(client.shutdown().await);
-        read(&mut server).await
+        read(&mut server, |_| true).await
     }
 
     #[tokio::test]

@@ -240,7 +240,7 @@ mod tests {
                 parts: [&EXAMPLE_76[..at], &EXAMPLE_76[at..]],
                 next: 0,
             };
-            let Some(Head::Upgrade(req, mut rest)) = head::read(&mut io).await else {
+            let Some(Head::Upgrade(req, mut rest)) = head::read(&mut io, |_| true).await else {
                 panic!("split at {at}: an upgrade");
             };
             let (parts, ()) = req.into_parts();
@@ -260,7 +260,7 @@ mod tests {
         let head_end = EXAMPLE_76.len() - KEY3_LEN;
         let (mut client, mut server) = tokio::io::duplex(4096);
         client.write_all(&EXAMPLE_76[..head_end + 3]).await.unwrap();
-        let Some(Head::Upgrade(_, mut rest)) = head::read(&mut server).await else {
+        let Some(Head::Upgrade(_, mut rest)) = head::read(&mut server, |_| true).await else {
             panic!("an upgrade");
         };
         let deadline = Instant::now() + Duration::from_millis(50);

@@ -1,5 +1,7 @@
 #![doc = include_str!("../../../README.md")]
 
+#[cfg(feature = "axum")]
+pub mod axum;
 mod body;
 mod caps;
 mod client;
@@ -47,9 +49,9 @@ pub use listener::Listener;
 pub use policy::{Hosts, InvalidPattern, Origins};
 #[doc(hidden)]
 pub use proxy_protocol::fuzz_proxy_header;
-pub use server::Server;
+pub use server::{Endpoint, Server};
 pub use stats::{Snapshot, Stats};
-pub use upgrade::{PendingConnection, Refuse, Upgrade, upgrade};
+pub use upgrade::{PendingConnection, Refuse, Upgrade};
 pub use wharf_proto::{
     CloseCode, CloseFrame, DeflateConfig, DeflateParams, Draft, Limits, Message, ProtocolError,
     RateAction, RateLimit, RateLimiter, Utf8Bytes,

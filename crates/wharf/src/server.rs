@@ -11,7 +11,23 @@
 //! Every other request goes to the application's request handler. Plain
 //! HTTP writes that make no progress for the write timeout drop the
 //! connection; a graceful shutdown waits for the responses in flight.
+//!
+//! Which handler a connection gets: the upgrade hook's choice
+//! ([`Upgrade::handle_with`]), else the route of its path
+//! ([`Server::route`]), else [`Server::on_connection`]. A server given a
+//! request *service* ([`Server::on_request_service`]) hands it the upgrades
+//! that no route or `on_connection` takes, on hyper's path (`head` lets
+//! them through): the application upgrades them through an [`Endpoint`]
+//! (`endpoint.rs`), with the same `decide` and `start_io` as wharf's own.
 
+mod endpoint;
+mod service;
+
+pub use endpoint::Endpoint;
+#[cfg(feature = "axum")]
+pub(crate) use endpoint::{Accepted, Asked};
+
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
@@ -45,13 +61,23 @@ use crate::listener::{Io, Listener, Stream};
 use crate::policy::{Hosts, Origins};
 use crate::proxy_protocol;
 use crate::stats::{Counters, Stats};
-use crate::upgrade::{PendingConnection, Refuse, Upgrade, add_headers, is_addable, validate};
+use crate::upgrade::{Refuse, Upgrade, add_headers, is_addable};
 use crate::worker::Workers;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type RequestHandler = Arc<dyn Fn(Request<Incoming>) -> BoxFuture<Response<Body>> + Send + Sync>;
 type UpgradeHandler = Arc<dyn Fn(Upgrade) -> BoxFuture<Result<Upgrade, Refuse>> + Send + Sync>;
-type ConnectionHandler = Arc<dyn Fn(Connection) -> BoxFuture<()> + Send + Sync>;
+/// A connection handler, shared by the connections it runs on.
+pub(crate) type ConnectionHandler = Arc<dyn Fn(Connection) -> BoxFuture<()> + Send + Sync>;
+
+/// `handler` as a [`ConnectionHandler`].
+pub(crate) fn connection_handler<F, Fut>(handler: F) -> ConnectionHandler
+where
+    F: Fn(Connection) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    Arc::new(move |conn| Box::pin(handler(conn)))
+}
 
 /// Held by every connection still in its HTTP phase (see
 /// [`Server::serve_with_shutdown`]); never sent on.
@@ -89,8 +115,15 @@ pub struct Server {
     origins: Origins,
     hosts: Hosts,
     on_request: RequestHandler,
+    /// The request handler is a service ([`Server::on_request_service`]):
+    /// it also gets the upgrades no connection handler takes.
+    service: bool,
     on_upgrade: Option<UpgradeHandler>,
-    on_connection: ConnectionHandler,
+    /// `None`: the default, which discards messages (and with routes, a
+    /// `404` for the paths they do not name).
+    on_connection: Option<ConnectionHandler>,
+    /// Connection handlers by exact path.
+    routes: HashMap<Box<str>, ConnectionHandler>,
     legacy_drafts: bool,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::Tls>,
@@ -133,10 +166,10 @@ impl Server {
             origins: Origins::default(),
             hosts: Hosts::default(),
             on_request: Arc::new(|_| Box::pin(async { upgrade_required() })),
+            service: false,
             on_upgrade: None,
-            on_connection: Arc::new(|mut conn| {
-                Box::pin(async move { while conn.recv().await.is_some() {} })
-            }),
+            on_connection: None,
+            routes: HashMap::new(),
             legacy_drafts: false,
             #[cfg(feature = "tls")]
             tls: None,
@@ -409,7 +442,8 @@ impl Server {
     }
 
     /// The handler for every request that is not a WebSocket upgrade (the
-    /// seed's `request` event).
+    /// seed's `request` event). Each request carries its [`Remote`] and
+    /// this server's [`Endpoint`] in its extensions.
     #[must_use]
     pub fn on_request<F, Fut>(mut self, handler: F) -> Self
     where
@@ -417,6 +451,105 @@ impl Server {
         Fut: Future<Output = Response<Body>> + Send + 'static,
     {
         self.on_request = Arc::new(move |req| Box::pin(handler(req)));
+        self.service = false;
+        self
+    }
+
+    /// Serves plain requests with a tower `Service`, such as an axum
+    /// `Router`, in place of [`Server::on_request`]; keep-alive, limits and
+    /// timeouts are the server's, as for `on_request`. Each request carries
+    /// its [`Remote`] and this server's [`Endpoint`] in its extensions.
+    ///
+    /// The service also gets the upgrade requests that no connection
+    /// handler takes (no [`Server::route`] for their path and no
+    /// [`Server::on_connection`]), to upgrade them itself: with
+    /// `wharf::axum::WebSocketUpgrade` (feature `axum`) or
+    /// [`Endpoint::upgrade`], into this server's hub, with its settings.
+    ///
+    /// A service that fails gets a `500` with a one-line reason (logged).
+    /// It must be `Clone` (cloned per request, as hyper does) and `Sync`;
+    /// a `Router` is both.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "axum")]
+    /// # async fn run() -> Result<(), wharf::Error> {
+    /// use axum::routing::get;
+    /// use wharf::axum::WebSocketUpgrade;
+    ///
+    /// async fn chat(upgrade: WebSocketUpgrade) -> axum::response::Response {
+    ///     upgrade.on_upgrade(|mut conn| async move {
+    ///         conn.join("chat");
+    ///         while let Some(msg) = conn.recv().await {
+    ///             conn.hub().publish("chat", msg);
+    ///         }
+    ///     })
+    /// }
+    ///
+    /// let app = axum::Router::new()
+    ///     .route("/", get(|| async { "hello" }))
+    ///     .route("/chat", get(chat));
+    /// wharf::Server::new()
+    ///     .on_request_service(app)
+    ///     .listen("127.0.0.1:3400")
+    ///     .await
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn on_request_service<S, B>(mut self, service: S) -> Self
+    where
+        S: tower_service::Service<Request<Incoming>, Response = Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.on_request = service::handler(service);
+        self.service = true;
+        self
+    }
+
+    /// The connection handler for upgrades to `path` (exactly: the path
+    /// without its query), in place of [`Server::on_connection`]. Once a
+    /// server has routes, an upgrade to a path that none names and that
+    /// `on_connection` does not take is refused with `404` and a reason
+    /// (or, with [`Server::on_request_service`], goes to the service). The
+    /// upgrade hook runs first, and may choose another handler
+    /// ([`Upgrade::handle_with`]). A second route for a path replaces the
+    /// first.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), wharf::Error> {
+    /// let server = wharf::Server::new();
+    /// let hub = server.hub();
+    /// server
+    ///     .route("/echo", |mut conn| async move {
+    ///         while let Some(msg) = conn.recv().await {
+    ///             let _ = conn.try_send(msg);
+    ///         }
+    ///     })
+    ///     .route("/chat", move |mut conn| {
+    ///         let hub = hub.clone();
+    ///         async move {
+    ///             while let Some(msg) = conn.recv().await {
+    ///                 hub.broadcast(msg);
+    ///             }
+    ///         }
+    ///     })
+    ///     .listen("127.0.0.1:3400")
+    ///     .await
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn route<F, Fut>(mut self, path: &str, handler: F) -> Self
+    where
+        F: Fn(Connection) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.routes.insert(path.into(), connection_handler(handler));
         self
     }
 
@@ -434,16 +567,33 @@ impl Server {
     }
 
     /// The handler run for every accepted WebSocket connection (the seed's
-    /// `client` and `open` events). The connection is registered with the
-    /// hub before the handler starts and removed once it has ended.
+    /// `client` and `open` events) that no route ([`Server::route`]) or
+    /// upgrade hook ([`Upgrade::handle_with`]) gives another. The
+    /// connection is registered with the hub before the handler starts and
+    /// removed once it has ended. Without one, messages are received and
+    /// discarded.
     #[must_use]
     pub fn on_connection<F, Fut>(mut self, handler: F) -> Self
     where
         F: Fn(Connection) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.on_connection = Arc::new(move |conn| Box::pin(handler(conn)));
+        self.on_connection = Some(connection_handler(handler));
         self
+    }
+
+    /// A handle on this server as it is configured now, for applications
+    /// that route requests themselves (axum, hyper): upgrades through it
+    /// join this server's hub, with its settings. Take it after the
+    /// builder calls that configure what it should see. See [`Endpoint`].
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint::new(Arc::new(self.clone()), start::<TcpStream>)
+    }
+
+    /// Whether wharf's own handlers take an upgrade to `path`, rather than
+    /// the request service.
+    fn takes_upgrade(&self, path: &str) -> bool {
+        !self.service || self.on_connection.is_some() || self.routes.contains_key(path)
     }
 
     /// Binds `addr` and serves forever.
@@ -548,67 +698,6 @@ impl Server {
         Ok(())
     }
 
-    /// Upgrades a request that the application routed itself (in a hyper
-    /// service or an axum handler), with this server's settings and hub. The
-    /// upgrade hook and the connection handler are not used: the caller
-    /// awaits the [`PendingConnection`] (after sending the response) and
-    /// handles the [`Connection`] itself.
-    ///
-    /// ```no_run
-    /// # async fn service(mut req: http::Request<hyper::body::Incoming>) -> http::Response<wharf::Body> {
-    /// match wharf::upgrade(&mut req) {
-    ///     Ok((response, pending)) => {
-    ///         tokio::spawn(async move {
-    ///             if let Ok(mut conn) = pending.await {
-    ///                 while let Some(msg) = conn.recv().await {
-    ///                     let _ = conn.try_send(msg);
-    ///                 }
-    ///             }
-    ///         });
-    ///         response
-    ///     }
-    ///     Err(refusal) => refusal.into_response(),
-    /// }
-    /// # }
-    /// ```
-    ///
-    /// # Errors
-    /// If the request is not a valid WebSocket handshake: the refusal (status
-    /// and one-line reason); send [`Refuse::into_response`] instead.
-    pub fn upgrade<B>(
-        &self,
-        req: &mut Request<B>,
-    ) -> Result<(Response<Body>, PendingConnection), Refuse> {
-        let hs = validate(req)?;
-        self.hosts.check(req.headers())?;
-        self.origins.check(req.headers(), None)?;
-        let protocol = self.choose_protocol(&hs);
-        let (response, deflate) = self.answer(&hs, protocol.as_deref());
-        let response = response.map(|()| Body::empty());
-        let on_upgrade = hyper::upgrade::on(&mut *req);
-        let meta = Meta {
-            remote: None,
-            slot: None,
-            target: request_target(req.uri()),
-            headers: self.kept_headers(req.headers()),
-            protocol,
-            data: http::Extensions::new(),
-            deflate,
-            response_headers: http::HeaderMap::new(),
-            legacy: None,
-            challenge: None,
-        };
-        let settings = self.settings.clone();
-        let inner = Box::pin(async move {
-            let upgraded = on_upgrade
-                .await
-                .map_err(|e| Error::new(ErrorKind::Upgrade, e))?;
-            let conn = start::<TcpStream>(&settings, upgraded, meta, None);
-            Ok(conn.expect("a connection without a handler is returned"))
-        });
-        Ok((response, PendingConnection { inner }))
-    }
-
     /// Whether this server's connections are TLS (a legacy `101` names
     /// `wss://` then).
     fn is_tls(&self) -> bool {
@@ -617,23 +706,6 @@ impl Server {
             return true;
         }
         false
-    }
-
-    /// The first subprotocol the client offered that this server speaks.
-    fn choose_protocol(&self, hs: &Handshake) -> Option<String> {
-        let supported: Vec<&str> = self.protocols.iter().map(String::as_str).collect();
-        hs.select_protocol(&supported).map(str::to_owned)
-    }
-
-    /// The `101` for a valid handshake, with `protocol` and whatever
-    /// permessage-deflate parameters were agreed (also returned).
-    fn answer(
-        &self,
-        hs: &Handshake,
-        protocol: Option<&str>,
-    ) -> (Response<()>, Option<DeflateParams>) {
-        let (extensions, deflate) = self.negotiate(hs);
-        (hs.response(protocol, extensions.as_ref()), deflate)
     }
 
     /// The agreed permessage-deflate parameters, and their
@@ -678,7 +750,8 @@ impl Server {
                     false => socket,
                 };
                 let mut stream = self.secure(io, peer).await?;
-                let head = head::read(&mut stream).await?;
+                let head =
+                    head::read(&mut stream, |req| self.takes_upgrade(req.uri().path())).await?;
                 Some((peer, stream, head))
             };
             tokio::select! {
@@ -839,7 +912,7 @@ impl Server {
                 return None;
             }
         };
-        match self.decide(parts, remote).await {
+        match self.decide(parts, remote, Via::Server).await {
             Decision::Accept(answer, mut meta) => {
                 meta.slot = Some(slot);
                 let mut out = Vec::with_capacity(256);
@@ -862,9 +935,9 @@ impl Server {
                 stream.write_all(&out).await.ok()?;
                 // A transport that buffers (TLS) sends it now.
                 stream.flush().await.ok()?;
-                let handler = Some(&self.on_connection);
+                let handler = meta.handler.take();
                 let peer = meta.remote.as_ref().map(Remote::addr);
-                let (shared, handler, _) = open(&self.settings, peer, meta, handler);
+                let (shared, handler, _) = open(&self.settings, peer, meta, handler.as_ref());
                 Some(Task::new(Driver::new(stream, shared, rest), handler))
             }
             Decision::Refuse(refuse) => {
@@ -904,9 +977,13 @@ impl Server {
 
     /// A request that hyper read (any but a connection's first): upgrades
     /// to [`Server::accept`], the rest to the request handler with its
-    /// [`Remote`] in its extensions, but a target over the limit gets `414`
-    /// and the connection closes. The connection's first request counts it
-    /// under the caps; past them, the response closes it.
+    /// [`Remote`] and an [`Endpoint`] in its extensions, but a target over
+    /// the limit gets `414` and the connection closes. The connection's
+    /// first request counts it under the caps; past them, the response
+    /// closes it. An upgrade that goes to the request service (see
+    /// [`Server::takes_upgrade`]) is counted when the service upgrades it;
+    /// if it does not, the response closes the connection, as a refusal's
+    /// does.
     async fn dispatch<S: Io>(
         self: Arc<Self>,
         mut req: Request<Incoming>,
@@ -928,7 +1005,17 @@ impl Server {
         if handshake::is_upgrade_request(&req) {
             // The upgrade is counted on its own, as a WebSocket connection.
             slot.release();
-            return self.accept::<S>(req, remote).await;
+            if self.takes_upgrade(req.uri().path()) {
+                return self.accept::<S>(req, remote).await;
+            }
+            req.extensions_mut().insert(remote);
+            let endpoint = Endpoint::new(self.clone(), start::<S>);
+            req.extensions_mut().insert(endpoint);
+            let res = (self.on_request)(req).await;
+            return match res.status() {
+                StatusCode::SWITCHING_PROTOCOLS => res,
+                _ => closing(res),
+            };
         }
         if let Err(refuse) = self.hosts.check(req.headers()) {
             tracing::debug!(peer = %remote.addr(), host = ?req.headers().get(header::HOST), "request refused: host not allowed");
@@ -936,6 +1023,8 @@ impl Server {
         }
         let over = !slot.admit(|| self.settings.caps.admit(remote.addr().ip()));
         req.extensions_mut().insert(remote);
+        let endpoint = Endpoint::new(self.clone(), start::<S>);
+        req.extensions_mut().insert(endpoint);
         let res = (self.on_request)(req).await;
         if over { closing(res) } else { res }
     }
@@ -977,25 +1066,19 @@ impl Server {
         let peer = remote.addr();
         let on_upgrade = hyper::upgrade::on(&mut req);
         let (parts, _) = req.into_parts();
-        match self.decide(parts, remote).await {
+        match self.decide(parts, remote, Via::Server).await {
             Decision::Refuse(refuse) => closing(refuse.into_response()),
             Decision::Accept(answer, mut meta) => {
                 meta.slot = Some(slot);
-                let protocol = meta.protocol.as_deref();
-                let mut response = match &answer.hs {
-                    Opening::Rfc6455(hs) => hs.response(protocol, answer.extensions.as_ref()),
-                    Opening::Legacy(hs) => legacy::hyper_response(hs, self.is_tls(), protocol),
-                };
-                meta.challenge = Challenge::owed(&answer.hs, self.handshake_timeout);
-                add_headers(response.headers_mut(), meta.response_headers.clone());
+                let response = self.hyper_response(&answer, &mut meta);
                 // This task lives only until hyper hands the socket back;
                 // the connection then gets a task of its own, sized for what
                 // it keeps.
                 tokio::spawn(async move {
                     match on_upgrade.await {
                         Ok(upgraded) => {
-                            let handler = Some(&self.on_connection);
-                            start::<S>(&self.settings, upgraded, meta, handler);
+                            let handler = meta.handler.take();
+                            start::<S>(&self.settings, upgraded, meta, handler.as_ref());
                         }
                         Err(e) => tracing::debug!(%peer, error = %e, "upgrade failed"),
                     }
@@ -1005,11 +1088,28 @@ impl Server {
         }
     }
 
+    /// The `101` for an upgrade that hyper read, with the hook's headers;
+    /// notes in `meta` the -76 answer owed once the socket is taken back.
+    fn hyper_response(&self, answer: &Answer, meta: &mut Meta) -> Response<()> {
+        let protocol = meta.protocol.as_deref();
+        let mut response = match &answer.hs {
+            Opening::Rfc6455(hs) => hs.response(protocol, answer.extensions.as_ref()),
+            Opening::Legacy(hs) => legacy::hyper_response(hs, self.is_tls(), protocol),
+        };
+        meta.challenge = Challenge::owed(&answer.hs, self.handshake_timeout);
+        add_headers(response.headers_mut(), meta.response_headers.clone());
+        response
+    }
+
     /// Validates an upgrade request and runs the upgrade hook: the `101`
-    /// and what the connection will know, or the refusal (counted).
-    async fn decide(&self, parts: http::request::Parts, remote: Remote) -> Decision {
+    /// and what the connection will know, or the refusal (counted). For
+    /// wharf's own paths ([`Via::Server`]) also the connection's handler:
+    /// the hook's choice, the route's, `on_connection`, the default; `404`
+    /// when routes exist and none of them takes it.
+    async fn decide(&self, parts: http::request::Parts, remote: Remote, via: Via) -> Decision {
         let peer = remote.addr();
-        let hs = match Opening::validate(&parts, self.legacy_drafts) {
+        let legacy = self.legacy_drafts && via != Via::Pending;
+        let hs = match Opening::validate(&parts, legacy) {
             Ok(hs) => hs,
             Err(refusal) => {
                 tracing::debug!(%peer, status = %refusal.status, reason = %refusal.reason, "handshake refused");
@@ -1041,6 +1141,7 @@ impl Server {
             parts,
             data: http::Extensions::new(),
             response_headers: http::HeaderMap::new(),
+            handler: None,
         };
         if let Some(hook) = &self.on_upgrade {
             up = match hook(up).await {
@@ -1055,6 +1156,20 @@ impl Server {
                 }
             };
         }
+        let handler = match via {
+            Via::Server => match self.own_handler(up.handler, up.parts.uri.path()) {
+                Ok(handler) => Some(handler),
+                Err(refuse) => {
+                    tracing::debug!(%peer, path = up.parts.uri.path(), "upgrade refused: no handler for its path");
+                    self.settings
+                        .stats
+                        .counters()
+                        .refused(refuse.status.as_u16(), &refuse.reason);
+                    return Decision::Refuse(refuse);
+                }
+            },
+            Via::Application | Via::Pending => None,
+        };
         let (extensions, deflate) = match &hs {
             Opening::Rfc6455(hs) => self.negotiate(hs),
             Opening::Legacy(_) => (None, None),
@@ -1070,9 +1185,61 @@ impl Server {
             response_headers: up.response_headers,
             legacy: hs.draft(),
             challenge: None,
+            handler,
         };
         Decision::Accept(Answer { hs, extensions }, meta)
     }
+
+    /// The handler of a connection on wharf's own paths: the hook's
+    /// `chosen` one, else `path`'s route, else `on_connection`, else the
+    /// default (which discards messages) when there are no routes.
+    fn own_handler(
+        &self,
+        chosen: Option<ConnectionHandler>,
+        path: &str,
+    ) -> Result<ConnectionHandler, Refuse> {
+        if let Some(handler) = chosen
+            .or_else(|| self.routes.get(path).cloned())
+            .or_else(|| self.on_connection.clone())
+        {
+            return Ok(handler);
+        }
+        if self.routes.is_empty() {
+            return Ok(discard());
+        }
+        Err(Refuse::new(
+            StatusCode::NOT_FOUND,
+            "no WebSocket endpoint at this path",
+        ))
+    }
+}
+
+/// The default connection handler: receives messages and discards them.
+fn discard() -> ConnectionHandler {
+    static DISCARD: std::sync::OnceLock<ConnectionHandler> = std::sync::OnceLock::new();
+    DISCARD
+        .get_or_init(|| {
+            connection_handler(|mut conn| async move { while conn.recv().await.is_some() {} })
+        })
+        .clone()
+}
+
+/// Who asked for a [`Server::decide`].
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub(crate) enum Via {
+    /// wharf's own paths: the connection gets one of the server's handlers.
+    Server,
+    /// An application's upgrade with a handler of its own (the axum
+    /// extractor).
+    #[cfg_attr(
+        not(feature = "axum"),
+        expect(dead_code, reason = "the axum extractor's")
+    )]
+    Application,
+    /// An application's upgrade whose [`Connection`] it awaits
+    /// ([`Endpoint::upgrade`]): RFC 6455 only, as a -76 answer needs a
+    /// handler to follow it.
+    Pending,
 }
 
 /// What [`Server::decide`] made of an upgrade request.
@@ -1108,6 +1275,8 @@ struct Meta {
     legacy: Option<Draft>,
     /// A -76 answer owed once hyper hands the socket back.
     challenge: Option<Box<Challenge>>,
+    /// The connection's handler, for [`Via::Server`].
+    handler: Option<ConnectionHandler>,
 }
 
 /// Writes the upgrade hook's headers into a `101` that

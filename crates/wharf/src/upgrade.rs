@@ -1,5 +1,6 @@
-//! The upgrade: deciding before the `101`, and upgrading a request that an
-//! application routed itself (hyper or axum).
+//! The upgrade: deciding before the `101`. (A request that an application
+//! routed itself, with hyper or axum, is upgraded through an
+//! [`Endpoint`](crate::Endpoint).)
 
 use std::borrow::Cow;
 use std::fmt;
@@ -9,16 +10,14 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use http::request::Parts;
-use http::{
-    Extensions, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri, header,
-};
+use http::{Extensions, HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Uri, header};
 use wharf_proto::{Handshake, Reject, handshake};
 
 use crate::body::Body;
 use crate::conn::Connection;
 use crate::error::Error;
 use crate::forwarded::Remote;
-use crate::server::Server;
+use crate::server::{ConnectionHandler, connection_handler};
 
 /// A valid upgrade request, before it is answered: inspect it, choose a
 /// subprotocol, attach data for the connection, or refuse it.
@@ -30,6 +29,8 @@ pub struct Upgrade {
     pub(crate) data: Extensions,
     /// Headers for the `101`.
     pub(crate) response_headers: HeaderMap,
+    /// The handler chosen by the hook ([`Upgrade::handle_with`]).
+    pub(crate) handler: Option<ConnectionHandler>,
 }
 
 impl Upgrade {
@@ -100,6 +101,39 @@ impl Upgrade {
     pub fn response_headers_mut(&mut self) -> &mut HeaderMap {
         &mut self.response_headers
     }
+
+    /// Runs `handler` on this connection, in place of the one its path's
+    /// route ([`Server::route`](crate::Server::route)) or
+    /// [`Server::on_connection`](crate::Server::on_connection) would run:
+    /// the hook routes by anything the request says (a header, the query,
+    /// a cookie). Ignored when the application upgrades the request itself
+    /// (through an [`Endpoint`](crate::Endpoint)), whose handler is its
+    /// own.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), wharf::Error> {
+    /// wharf::Server::new()
+    ///     .on_upgrade(|mut up| async move {
+    ///         if up.query() == Some("echo") {
+    ///             up.handle_with(|mut conn| async move {
+    ///                 while let Some(msg) = conn.recv().await {
+    ///                     let _ = conn.try_send(msg);
+    ///                 }
+    ///             });
+    ///         }
+    ///         Ok(up)
+    ///     })
+    ///     .listen("127.0.0.1:3400")
+    ///     .await
+    /// # }
+    /// ```
+    pub fn handle_with<F, Fut>(&mut self, handler: F)
+    where
+        F: Fn(Connection) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.handler = Some(connection_handler(handler));
+    }
 }
 
 /// Whether a header may be added by the application to a `101` or a
@@ -120,6 +154,7 @@ impl fmt::Debug for Upgrade {
             .field("uri", &self.parts.uri)
             .field("offered", &self.offered)
             .field("protocol", &self.protocol)
+            .field("handler", &self.handler.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -194,16 +229,6 @@ impl From<Reject> for Refuse {
     }
 }
 
-/// Upgrades a request that an application routed itself, with the default
-/// settings; see [`Server::upgrade`].
-///
-/// # Errors
-/// If the request is not a valid WebSocket handshake: the refusal (status
-/// and one-line reason); send [`Refuse::into_response`] instead.
-pub fn upgrade<B>(req: &mut Request<B>) -> Result<(Response<Body>, PendingConnection), Refuse> {
-    Server::new().upgrade(req)
-}
-
 /// The connection of an upgrade answered with `101`: awaiting it completes
 /// the upgrade, starts the connection's driver on its own task and yields
 /// the [`Connection`].
@@ -225,14 +250,8 @@ impl fmt::Debug for PendingConnection {
     }
 }
 
-/// Validates the handshake, returning the offered protocols.
-pub(crate) fn validate<B>(req: &Request<B>) -> Result<Handshake, Refuse> {
-    let hs = Handshake::from_request(req).map_err(Refuse::from)?;
-    check_bounds(req.uri(), req.headers())?;
-    Ok(hs)
-}
-
-/// [`validate`] for a request taken apart.
+/// Validates an RFC 6455 opening handshake, and what wharf asks beyond it
+/// ([`check_bounds`]).
 pub(crate) fn validate_parts(parts: &Parts) -> Result<Handshake, Refuse> {
     let hs =
         Handshake::validate(&parts.method, parts.version, &parts.headers).map_err(Refuse::from)?;

@@ -10,7 +10,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use wharf::{Body, Incoming, Refuse, Server};
+use wharf::{Body, Endpoint, Incoming, Refuse, Server};
 
 use crate::chat_util::{next_text, send_text};
 use crate::util::{
@@ -174,10 +174,13 @@ async fn hook_chooses_an_offered_subprotocol_only() {
     assert_eq!(protocol.as_deref(), Some("b"));
 }
 
-/// A hyper service that upgrades with `wharf::upgrade` and echoes, or
-/// answers with the refusal.
-async fn echo_service(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    Ok(match wharf::upgrade(&mut req) {
+/// A hyper service that upgrades with `endpoint` and echoes, or answers
+/// with the refusal.
+async fn echo_service(
+    endpoint: Endpoint,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    Ok(match endpoint.upgrade(&mut req).await {
         Ok((response, pending)) => {
             tokio::spawn(async move {
                 if let Ok(mut conn) = pending.await {
@@ -196,11 +199,14 @@ async fn echo_service(mut req: Request<Incoming>) -> Result<Response<Body>, Infa
 async fn start_hyper() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("local_addr");
+    let endpoint = Server::new().endpoint();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            let endpoint = endpoint.clone();
             tokio::spawn(async move {
+                let service = service_fn(move |req| echo_service(endpoint.clone(), req));
                 let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service_fn(echo_service))
+                    .serve_connection(TokioIo::new(stream), service)
                     .with_upgrades()
                     .await;
             });

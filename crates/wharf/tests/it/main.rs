@@ -3,6 +3,8 @@
 //! client writing bytes by hand), every wait bounded by a timeout.
 
 mod auto_traits;
+#[cfg(feature = "axum")]
+mod axum_app;
 mod backpressure;
 mod bounds;
 mod chat_util;
@@ -19,6 +21,7 @@ mod policy;
 mod protocol;
 mod rate_limit;
 mod remote;
+mod routes;
 mod shutdown;
 mod slow_client;
 mod stream;

@@ -1313,7 +1313,7 @@ fn start<S: Io>(
             read_buf.extend_from_slice(&unread);
             start_io(settings, io, read_buf, None, meta, handler)
         }
-        // An application's own hyper server (`Server::upgrade`).
+        // An application's own hyper or axum server (`Endpoint`).
         Err(upgraded) => match upgraded.downcast::<TokioIo<TcpStream>>() {
             Ok(parts) => {
                 let tcp = parts.io.into_inner();

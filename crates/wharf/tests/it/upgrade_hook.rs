@@ -1,5 +1,5 @@
 //! The upgrade hook (refuse, attach data, choose a subprotocol) and
-//! `wharf::upgrade` inside an application's own hyper server.
+//! `Endpoint::upgrade` inside an application's own hyper server.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -442,8 +442,8 @@ impl Server {
     }
 
     /// The handler for every request that is not a WebSocket upgrade (the
-    /// seed's `request` event). Each request carries its [`Remote`] and
-    /// this server's [`Endpoint`] in its extensions.
+    /// seed's `request` event). Each request carries its [`Remote`] in its
+    /// extensions.
     #[must_use]
     pub fn on_request<F, Fut>(mut self, handler: F) -> Self
     where
@@ -977,7 +977,7 @@ impl Server {
 
     /// A request that hyper read (any but a connection's first): upgrades
     /// to [`Server::accept`], the rest to the request handler with its
-    /// [`Remote`] and an [`Endpoint`] in its extensions, but a target over
+    /// [`Remote`] (and for a service an [`Endpoint`]) in its extensions, but a target over
     /// the limit gets `414` and the connection closes. The connection's
     /// first request counts it under the caps; past them, the response
     /// closes it. An upgrade that goes to the request service (see
@@ -1023,8 +1023,10 @@ impl Server {
         }
         let over = !slot.admit(|| self.settings.caps.admit(remote.addr().ip()));
         req.extensions_mut().insert(remote);
-        let endpoint = Endpoint::new(self.clone(), start::<S>);
-        req.extensions_mut().insert(endpoint);
+        if self.service {
+            let endpoint = Endpoint::new(self.clone(), start::<S>);
+            req.extensions_mut().insert(endpoint);
+        }
         let res = (self.on_request)(req).await;
         if over { closing(res) } else { res }
     }

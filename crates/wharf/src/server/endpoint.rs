@@ -39,8 +39,8 @@ pub(super) type Starter =
 /// receives its broadcasts.
 ///
 /// Where to get one:
-/// - a request served by wharf carries one in its extensions (for
-///   [`Server::on_request`] and [`Server::on_request_service`] alike);
+/// - a request that wharf hands to a request service
+///   ([`Server::on_request_service`]) carries one in its extensions;
 /// - for a hyper or axum server of the application's own
 ///   (`axum::serve`), [`Server::endpoint`], then put it where handlers find
 ///   it (with axum: `.layer(axum::Extension(endpoint))`). Such a server has

@@ -21,9 +21,9 @@ use crate::util::{RawClient, connect, start, upgrade_request};
 fn greeter(name: &'static str) -> impl Fn(Connection) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     move |mut conn| {
         Box::pin(async move {
-            let _ = conn.send(name);
+            let _ = conn.try_send(name);
             while let Some(msg) = conn.recv().await {
-                let _ = conn.send(msg);
+                let _ = conn.try_send(msg);
             }
         })
     }

@@ -11,7 +11,8 @@
 //!
 //! Each message carries the nanoseconds since the run began (one clock: the
 //! publisher and the subscribers are this process). Subscribers run on
-//! `--threads` current-thread runtimes.
+//! `--threads` current-thread runtimes; they and the publisher are wharf's
+//! client (`wharf::connect`).
 
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
@@ -20,8 +21,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use futures_util::{SinkExt as _, StreamExt as _};
-use tokio_tungstenite::tungstenite::Message;
+use futures_util::FutureExt as _;
+use wharf::{Connection, Message};
 
 use crate::hist::Histogram;
 use crate::proc::cpu_seconds;
@@ -78,12 +79,9 @@ fn node(bin: &str, redis: Option<u16>, number: u16) -> anyhow::Result<(Proc, u16
     Ok((child, port))
 }
 
-async fn connect(
-    port: u16,
-) -> anyhow::Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>> {
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    tcp.set_nodelay(true)?;
-    let (ws, _) = tokio_tungstenite::client_async(format!("ws://127.0.0.1:{port}/"), tcp).await?;
+/// A connection to the node on `port` (wharf's client sets `TCP_NODELAY`).
+async fn connect(port: u16) -> anyhow::Result<Connection> {
+    let (ws, _) = wharf::connect(&format!("ws://127.0.0.1:{port}/")).await?;
     Ok(ws)
 }
 
@@ -137,9 +135,9 @@ fn run_load(
                         let mut hist = Histogram::default();
                         let mut got = 0;
                         while !stop.load(Ordering::Relaxed) {
-                            let next = tokio::time::timeout(Duration::from_millis(200), ws.next());
+                            let next = tokio::time::timeout(Duration::from_millis(200), ws.recv());
                             match next.await {
-                                Ok(Some(Ok(Message::Binary(b)))) if b.len() >= 8 => {
+                                Ok(Some(Message::Binary(b))) if b.len() >= 8 => {
                                     let mut w = [0; 8];
                                     w.copy_from_slice(&b[..8]);
                                     let sent = u64::from_be_bytes(w);
@@ -148,8 +146,8 @@ fn run_load(
                                     hist.record(now.saturating_sub(sent));
                                     got += 1;
                                 }
-                                Ok(Some(Ok(_))) | Err(_) => {}
-                                Ok(_) => break,
+                                Ok(Some(_)) | Err(_) => {}
+                                Ok(None) => break,
                             }
                         }
                         let _ = tx.send((side, hist, got));
@@ -180,11 +178,10 @@ fn run_load(
             let now = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
             let mut body = now.to_be_bytes().to_vec();
             body.resize(64, 0);
+            // Waits while the write queue is over its bound.
             publisher.send(Message::Binary(body.into())).await?;
             // Drain the publisher's own copy now and then.
-            while let Some(Ok(_)) =
-                futures_util::FutureExt::now_or_never(publisher.next()).flatten()
-            {}
+            while let Some(Some(_)) = publisher.recv().now_or_never() {}
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
         anyhow::Ok(())
@@ -239,6 +236,9 @@ fn counters(port: u16) -> anyhow::Result<String> {
     Ok(found.join(", "))
 }
 
+const USAGE: &str = "usage: wharf-bench cluster [--subs N] [--rates R,R..] [--secs S] \
+                     [--bin PATH] [--threads N]";
+
 /// `wharf-bench cluster ...`
 pub(crate) fn bench(args: &[String]) -> anyhow::Result<()> {
     let mut subs = 1000;
@@ -260,7 +260,11 @@ pub(crate) fn bench(args: &[String]) -> anyhow::Result<()> {
             "--secs" => secs = value()?.parse()?,
             "--bin" => bin = value()?.clone(),
             "--threads" => threads = value()?.parse()?,
-            other => bail!("unknown option {other}"),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => bail!("unknown option {other}\n{USAGE}"),
         }
     }
     crate::proc::raise_nofile();

@@ -1,8 +1,9 @@
 //! `wharf-bench tls`: what TLS costs the server. wharf plain, wharf over
 //! TLS (its `tls` feature: rustls with *ring*) and tokio-tungstenite over
 //! tokio-rustls (the same rustls configuration), each in its own process on
-//! a current-thread runtime pinned to core 0; the clients (tokio-tungstenite
-//! over tokio-rustls) run here, pinned to core 1. For each target:
+//! a current-thread runtime pinned to core 0; the clients (wharf's client,
+//! `Connector::connect_on`, TLS by rustls with *ring*, keepalive off) run
+//! here, pinned to core 1. For each target:
 //!
 //! - `handshake`: connections opened one after another by 8 clients at a
 //!   time (TCP, TLS with a fresh session, upgrade, one echo, close): server
@@ -25,8 +26,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls;
-use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use wharf::{CloseCode, Connection, Connector, Message};
 
 use crate::proc;
 use crate::runner::{CLIENT_CPU, SERVER_CPU};
@@ -94,7 +95,10 @@ pub(crate) fn server(args: &[String]) -> anyhow::Result<()> {
 /// (`servers::echo_sink`: feed, flush once nothing more is ready).
 async fn echo<S: AsyncRead + AsyncWrite + Unpin>(s: S) {
     if let Ok(ws) = tokio_tungstenite::accept_async(s).await {
-        crate::servers::echo_sink(ws, |m: &Message| m.is_binary() || m.is_text()).await;
+        crate::servers::echo_sink(ws, |m: &tokio_tungstenite::tungstenite::Message| {
+            m.is_binary() || m.is_text()
+        })
+        .await;
     }
 }
 
@@ -142,21 +146,17 @@ impl Drop for Proc {
     }
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
-
-async fn connect(addr: SocketAddr, tls: Option<&tokio_rustls::TlsConnector>) -> anyhow::Result<Ws> {
+/// A connection to `addr`; over TLS (the connector's configuration) when
+/// `tls` is set.
+async fn connect(addr: SocketAddr, client: &Connector, tls: bool) -> anyhow::Result<Connection> {
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
-    let (io, url): (Box<dyn Io>, _) = match tls {
-        Some(c) => {
-            let name = ServerName::try_from("localhost")?;
-            (Box::new(c.connect(name, tcp).await?), "wss://localhost/")
-        }
-        None => (Box::new(tcp), "ws://localhost/"),
+    let url = if tls {
+        "wss://localhost/"
+    } else {
+        "ws://localhost/"
     };
-    let (ws, _) = tokio_tungstenite::client_async(url, io).await?;
+    let (ws, _) = client.connect_on(tcp, url).await?;
     Ok(ws)
 }
 
@@ -176,6 +176,10 @@ pub(crate) fn bench(args: &[String]) -> anyhow::Result<()> {
     while let Some(flag) = it.next() {
         match (flag.as_str(), it.next()) {
             ("--scale", Some(v)) => scale = v.parse()?,
+            ("-h" | "--help", _) => {
+                println!("usage: wharf-bench tls [--scale F]");
+                return Ok(());
+            }
             _ => bail!("usage: wharf-bench tls [--scale F]"),
         }
     }
@@ -193,12 +197,12 @@ pub(crate) fn bench(args: &[String]) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for target in TARGETS {
         let server = Proc::start(target, &cert, &key)?;
-        let tls = target.ends_with("-tls").then_some(&connector);
+        let tls = target.ends_with("-tls");
         let n = (2000.0 * scale) as usize;
-        rows.push(rt.block_on(handshakes(target, &server, tls, n.max(16)))?);
+        rows.push(rt.block_on(handshakes(target, &server, &connector, tls, n.max(16)))?);
         for (test, size) in [("echo-64", 64), ("echo-16k", 16 << 10)] {
             let secs = Duration::from_secs_f64(5.0 * scale);
-            rows.push(rt.block_on(echoes(target, test, &server, tls, size, secs))?);
+            rows.push(rt.block_on(echoes(target, test, &server, &connector, tls, size, secs))?);
         }
     }
     println!("\n| target | test | rate | server CPU |\n|---|---|---|---|");
@@ -211,7 +215,7 @@ pub(crate) fn bench(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn client(root: CertificateDer<'static>) -> anyhow::Result<tokio_rustls::TlsConnector> {
+fn client(root: CertificateDer<'static>) -> anyhow::Result<Connector> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(root)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -222,24 +226,27 @@ fn client(root: CertificateDer<'static>) -> anyhow::Result<tokio_rustls::TlsConn
     // A fresh full handshake every time: the cost of a new visitor.
     config.resumption = rustls::client::Resumption::disabled();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    Ok(Connector::new()
+        .keepalive(None)
+        .tls_config(Arc::new(config)))
 }
 
 async fn handshakes(
     target: &'static str,
     server: &Proc,
-    tls: Option<&tokio_rustls::TlsConnector>,
+    client: &Connector,
+    tls: bool,
     n: usize,
 ) -> anyhow::Result<Row> {
     const AT_ONCE: usize = 8;
     let cpu0 = server.cpu()?;
     let t0 = Instant::now();
     let one = |_| async move {
-        let mut ws = connect(server.addr, tls).await?;
-        ws.send(Message::binary(vec![7u8; 64])).await?;
-        ws.next().await.context("no echo")??;
-        ws.close(None).await?;
-        while ws.next().await.is_some() {}
+        let mut ws = connect(server.addr, client, tls).await?;
+        ws.send(Message::Binary(vec![7u8; 64].into())).await?;
+        ws.recv().await.context("no echo")?;
+        ws.close(CloseCode::NORMAL, "")?;
+        while ws.recv().await.is_some() {}
         anyhow::Ok(())
     };
     let results: Vec<_> = futures_util::stream::iter(0..n)
@@ -266,7 +273,8 @@ async fn echoes(
     target: &'static str,
     test: &'static str,
     server: &Proc,
-    tls: Option<&tokio_rustls::TlsConnector>,
+    client: &Connector,
+    tls: bool,
     size: usize,
     secs: Duration,
 ) -> anyhow::Result<Row> {
@@ -274,7 +282,7 @@ async fn echoes(
     const IN_FLIGHT: usize = 16;
     let mut conns = Vec::with_capacity(CONNS);
     for _ in 0..CONNS {
-        conns.push(connect(server.addr, tls).await?);
+        conns.push(connect(server.addr, client, tls).await?);
     }
     let cpu0 = server.cpu()?;
     let t0 = Instant::now();
@@ -289,14 +297,14 @@ async fn echoes(
             }
             ws.flush().await?;
             while Instant::now() < end {
-                ws.next().await.context("closed")??;
+                ws.recv().await.context("closed")?;
                 count += 1;
                 ws.send(Message::Binary(payload.clone())).await?;
             }
             for _ in 0..IN_FLIGHT {
-                ws.next().await.context("closed")??;
+                ws.recv().await.context("closed")?;
             }
-            ws.close(None).await?;
+            ws.close(CloseCode::NORMAL, "")?;
             anyhow::Ok(count)
         }
     });

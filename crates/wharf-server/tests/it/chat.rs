@@ -1,11 +1,16 @@
-//! The chat protocol, wharf.chat.v1, as a client sees it.
+//! The chat protocol, wharf.chat.v1, as a client sees it: wharf's client,
+//! and once, end to end, tokio-tungstenite, an independent one (so that a
+//! bug shared by wharf's client and server cannot hide).
 
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite;
+use wharf::Message;
 use wharf_server::Mode;
 
-use crate::util::{TestServer, Ws, config, next, next_json, send_text, start, within};
+use crate::util::{
+    TestServer, Ws, close, closed_by_server, config, next_json, send_text, start, within,
+};
 
 const PROTOCOL: &str = "wharf.chat.v1";
 
@@ -65,9 +70,12 @@ async fn bad_messages_get_an_error_and_the_connection_stays_open() {
     let long_name = "n".repeat(33);
     join(&mut ws, "r", &long_name).await;
     assert_eq!(next_json(&mut ws).await["code"], "too_long");
-    within("send binary", ws.send(Message::binary(vec![1, 2, 3])))
-        .await
-        .expect("send");
+    within(
+        "send binary",
+        ws.send(Message::Binary(vec![1, 2, 3].into())),
+    )
+    .await
+    .expect("send");
     assert_eq!(next_json(&mut ws).await["code"], "bad_message");
 
     // Still open, and the protocol still works.
@@ -144,7 +152,7 @@ async fn rooms_keep_their_messages_to_themselves() {
     );
 
     // Bob leaves by closing: ann sees it, with the new count.
-    within("close", bob.close(None)).await.expect("close");
+    close(&mut bob).await;
     let l = next_json(&mut ann).await;
     is(&l, "left");
     assert_eq!(
@@ -223,10 +231,134 @@ async fn shutdown_closes_clients_with_1001() {
     let (mut ws, _) = connect(&server).await;
     // The client must keep reading to answer the close.
     let stopping = tokio::spawn(server.stop());
-    match next(&mut ws).await {
-        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1001),
-        other => panic!("expected close 1001, got {other:?}"),
-    }
+    assert_eq!(closed_by_server(&mut ws).await, 1001);
     drop(ws);
+    within("shutdown", stopping).await.expect("stopped");
+}
+
+/// tokio-tungstenite's client, with its own handshake, framing and masking.
+type Independent =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn independent(server: &TestServer) -> Independent {
+    use tungstenite::client::IntoClientRequest as _;
+    let mut req = format!("ws://{}/chat", server.addr)
+        .into_client_request()
+        .expect("request");
+    req.headers_mut()
+        .insert("sec-websocket-protocol", PROTOCOL.parse().expect("header"));
+    let (ws, res) = within("connect", tokio_tungstenite::connect_async(req))
+        .await
+        .expect("connect");
+    assert_eq!(
+        res.headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some(PROTOCOL)
+    );
+    ws
+}
+
+/// The next message as tokio-tungstenite reads it: text, parsed as JSON,
+/// or the close frame's code (pings and pongs skipped).
+async fn independent_next(ws: &mut Independent) -> Result<Value, u16> {
+    within("a message", async {
+        loop {
+            match ws.next().await {
+                Some(Ok(tungstenite::Message::Text(t))) => {
+                    return Ok(serde_json::from_str(&t).expect("server sends JSON"));
+                }
+                Some(Ok(tungstenite::Message::Close(Some(f)))) => return Err(u16::from(f.code)),
+                Some(Ok(tungstenite::Message::Ping(_) | tungstenite::Message::Pong(_))) => {}
+                other => panic!("expected text or a close, got {other:?}"),
+            }
+        }
+    })
+    .await
+}
+
+async fn independent_send(ws: &mut Independent, msg: Value) {
+    within("send", ws.send(tungstenite::Message::text(msg.to_string())))
+        .await
+        .expect("send");
+}
+
+#[tokio::test]
+async fn the_chat_protocol_runs_end_to_end_with_an_independent_client() {
+    let server = start(config(Mode::Chat)).await;
+    let mut ann = independent(&server).await;
+    let mut bob = independent(&server).await;
+    let mut ids = Vec::new();
+    for ws in [&mut ann, &mut bob] {
+        let welcome = independent_next(ws).await.expect("welcome");
+        is(&welcome, "welcome");
+        assert_eq!(welcome["protocol"], PROTOCOL);
+        ids.push(welcome["id"].as_u64().expect("welcome has an id"));
+    }
+    let (ann_id, bob_id) = (ids[0], ids[1]);
+
+    // A bad message: an error, and the connection stays open.
+    within("send", ann.send(tungstenite::Message::text("{not json")))
+        .await
+        .expect("send");
+    let e = independent_next(&mut ann).await.expect("error");
+    is(&e, "error");
+    assert_eq!(e["code"], "bad_json");
+
+    independent_send(
+        &mut ann,
+        json!({"v": 1, "type": "join", "room": "r", "name": "ann"}),
+    )
+    .await;
+    let j = independent_next(&mut ann).await.expect("joined");
+    is(&j, "joined");
+    assert_eq!(
+        (j["id"].as_u64(), j["online"].as_u64()),
+        (Some(ann_id), Some(1))
+    );
+    independent_send(
+        &mut bob,
+        json!({"v": 1, "type": "join", "room": "r", "name": "bob"}),
+    )
+    .await;
+    for ws in [&mut ann, &mut bob] {
+        let j = independent_next(ws).await.expect("joined");
+        is(&j, "joined");
+        assert_eq!(
+            (j["id"].as_u64(), j["online"].as_u64()),
+            (Some(bob_id), Some(2))
+        );
+    }
+
+    // Past 125 bytes (a 16-bit length) and with non-ASCII text.
+    let text = "héllo wörld ".repeat(20);
+    independent_send(&mut ann, json!({"v": 1, "type": "say", "text": text})).await;
+    for ws in [&mut ann, &mut bob] {
+        let m = independent_next(ws).await.expect("message");
+        is(&m, "message");
+        assert_eq!(
+            (m["id"].as_u64(), m["name"].as_str(), m["text"].as_str()),
+            (Some(ann_id), Some("ann"), Some(text.as_str()))
+        );
+    }
+
+    // Bob leaves by closing: the server echoes his close, ann sees him go.
+    let bye = tungstenite::protocol::CloseFrame {
+        code: tungstenite::protocol::frame::coding::CloseCode::Normal,
+        reason: "bye".into(),
+    };
+    within("close", bob.close(Some(bye))).await.expect("close");
+    assert_eq!(independent_next(&mut bob).await, Err(1000));
+    let l = independent_next(&mut ann).await.expect("left");
+    is(&l, "left");
+    assert_eq!(
+        (l["id"].as_u64(), l["online"].as_u64()),
+        (Some(bob_id), Some(1))
+    );
+
+    // Shutdown closes ann with 1001.
+    let stopping = tokio::spawn(server.stop());
+    assert_eq!(independent_next(&mut ann).await, Err(1001));
+    drop((ann, bob));
     within("shutdown", stopping).await.expect("stopped");
 }

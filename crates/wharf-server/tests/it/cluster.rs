@@ -410,7 +410,7 @@ async fn a_node_killed_with_sigkill_leaves_presence_and_its_members_left_once() 
     within("the doomed node", async {
         loop {
             let url = format!("ws://{addr}/chat");
-            if let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url).await {
+            if let Ok((mut ws, _)) = wharf::connect(&url).await {
                 assert_eq!(next_json(&mut ws).await["type"], "welcome");
                 gone.push(ws);
                 if gone.len() == 3 {
@@ -646,14 +646,14 @@ async fn direct_node(redis: &Redis, number: u16) -> (SocketAddr, wharf::Hub) {
 
 async fn text(ws: &mut Ws) -> String {
     match crate::util::next(ws).await {
-        tokio_tungstenite::tungstenite::Message::Text(t) => t.to_string(),
+        wharf::Message::Text(t) => t.as_str().to_owned(),
         other => panic!("expected text, got {other:?}"),
     }
 }
 
 /// Connects to `addr`; the connection's id.
 async fn direct_client(addr: SocketAddr) -> (Ws, u64) {
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+    let (mut ws, _) = wharf::connect(&format!("ws://{addr}/"))
         .await
         .expect("connect");
     let hello = text(&mut ws).await;

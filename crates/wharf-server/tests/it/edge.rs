@@ -14,16 +14,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::http::HeaderName;
-use tokio_tungstenite::tungstenite::{self, Message};
+use wharf::{ConnectErrorKind, Connector, Message};
 
-use crate::util::{TempDir, config, start, within};
-
-type Ws = WebSocketStream<TcpStream>;
+use crate::util::{TempDir, Ws, config, next, start, within};
 
 /// A TCP connection from loopback address `127.0.0.<host>`.
 async fn tcp_from(host: u8, to: SocketAddr) -> std::io::Result<TcpStream> {
@@ -41,22 +36,20 @@ async fn ws_from(
     headers: &[(&str, &str)],
 ) -> Result<Ws, (u16, Option<String>, String)> {
     let tcp = tcp_from(host, to).await.expect("connect");
-    let mut req =
-        tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{to}/"))
-            .expect("request");
+    let mut connector = Connector::new();
     for (k, v) in headers {
-        let name = HeaderName::from_bytes(k.as_bytes()).expect("header name");
-        req.headers_mut()
-            .insert(name, v.parse().expect("header value"));
+        connector = connector.header(k, v);
     }
-    match within("handshake", tokio_tungstenite::client_async(req, tcp)).await {
+    let url = format!("ws://{to}/");
+    match within("handshake", connector.connect_on(tcp, &url)).await {
         Ok((ws, _)) => Ok(ws),
-        Err(tungstenite::Error::Http(res)) => {
+        Err(e) if e.kind() == ConnectErrorKind::Refused => {
+            let res = e.response().expect("a refusal has its response");
             let retry = res
                 .headers()
                 .get("retry-after")
                 .map(|v| v.to_str().unwrap_or_default().to_owned());
-            let body = String::from_utf8_lossy(res.body().as_deref().unwrap_or_default()).into();
+            let body = String::from_utf8_lossy(res.body()).into();
             Err((res.status().as_u16(), retry, body))
         }
         // Closed unanswered (a dropped handshake): status 0.
@@ -66,20 +59,8 @@ async fn ws_from(
 
 /// One echo round trip.
 async fn echo(ws: &mut Ws, text: &str) {
-    within("echo", async {
-        ws.send(Message::text(text)).await.expect("send");
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Text(t))) => {
-                    assert_eq!(t.as_str(), text);
-                    return;
-                }
-                Some(Ok(_)) => {}
-                other => panic!("no echo: {other:?}"),
-            }
-        }
-    })
-    .await;
+    within("send", ws.send(text)).await.expect("send");
+    assert_eq!(next(ws).await, Message::from(text));
 }
 
 /// `GET /healthz` from `127.0.0.<host>`: the status and whether the server

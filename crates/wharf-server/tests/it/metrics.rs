@@ -1,9 +1,9 @@
 //! `/metrics` counts exactly what the test did.
 
-use tokio_tungstenite::tungstenite::Message;
+use wharf::Message;
 use wharf_server::Mode;
 
-use crate::util::{config, next, next_json, send_text, start, within};
+use crate::util::{close, config, next, next_json, send_text, start};
 
 #[tokio::test]
 async fn metrics_count_connections_messages_and_bytes() {
@@ -20,7 +20,7 @@ async fn metrics_count_connections_messages_and_bytes() {
             let text = format!("client {c} message {m}");
             bytes += text.len() as u64;
             send_text(ws, &text).await;
-            assert_eq!(next(ws).await, Message::text(text));
+            assert_eq!(next(ws).await, Message::from(text));
         }
     }
     // Every echo has arrived, so every counter is final.
@@ -58,7 +58,7 @@ async fn metrics_count_connections_messages_and_bytes() {
     assert!(refusals[0].ends_with("\"} 1"), "{text}");
 
     for mut ws in clients {
-        within("close", ws.close(None)).await.expect("close");
+        close(&mut ws).await;
     }
     server.wait_metric("wharf_connections_open", 0).await;
     assert_eq!(

@@ -1,21 +1,20 @@
 //! The benchmark modes, `/healthz`, and the settings reaching the server.
 
-use futures_util::SinkExt;
-use tokio_tungstenite::tungstenite::Message;
+use wharf::Message;
 use wharf_server::Mode;
 
-use crate::util::{config, next, send_text, start, within};
+use crate::util::{closed_by_server, config, next, send_text, start, within};
 
 #[tokio::test]
 async fn echo_mode_sends_every_message_back() {
     let server = start(config(Mode::Echo)).await;
     let mut ws = server.ws("/anything", None).await;
     send_text(&mut ws, "hello").await;
-    assert_eq!(next(&mut ws).await, Message::text("hello"));
-    within("send", ws.send(Message::binary(vec![0, 1, 2, 255])))
+    assert_eq!(next(&mut ws).await, Message::from("hello"));
+    within("send", ws.send(vec![0, 1, 2, 255]))
         .await
         .expect("send");
-    assert_eq!(next(&mut ws).await, Message::binary(vec![0, 1, 2, 255]));
+    assert_eq!(next(&mut ws).await, Message::from(vec![0, 1, 2, 255]));
     drop(ws);
     server.stop().await;
 }
@@ -31,7 +30,7 @@ async fn broadcast_mode_relays_every_message_to_everyone() {
     server.wait_metric("wharf_connections_open", 3).await;
     send_text(&mut clients[1], "to all").await;
     for ws in &mut clients {
-        assert_eq!(next(ws).await, Message::text("to all"));
+        assert_eq!(next(ws).await, Message::from("to all"));
     }
     drop(clients);
     server.stop().await;
@@ -44,12 +43,9 @@ async fn message_size_limit_is_applied() {
     let server = start(c).await;
     let mut ws = server.ws("/", None).await;
     send_text(&mut ws, "0123456789abcdef").await;
-    assert_eq!(next(&mut ws).await, Message::text("0123456789abcdef"));
+    assert_eq!(next(&mut ws).await, Message::from("0123456789abcdef"));
     send_text(&mut ws, "0123456789abcdefg").await;
-    match next(&mut ws).await {
-        Message::Close(Some(frame)) => assert_eq!(u16::from(frame.code), 1009),
-        other => panic!("expected close 1009, got {other:?}"),
-    }
+    assert_eq!(closed_by_server(&mut ws).await, 1009);
     drop(ws);
     server.stop().await;
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpSocket;
-use tokio_tungstenite::tungstenite::Message;
+use wharf::{Connector, Event, Message};
 use wharf_server::{Config, Mode};
 
 use crate::util::{TestServer, Ws, config, next_json, send_text, start, within};
@@ -31,7 +31,7 @@ async fn member(server: &TestServer) -> Ws {
 async fn send_all(ws: &mut Ws, texts: &[String]) {
     within("send", async {
         for t in texts {
-            ws.feed(Message::text(t.as_str())).await.expect("feed");
+            ws.feed(Message::from(t.as_str())).await.expect("feed");
         }
         ws.flush().await.expect("flush");
     })
@@ -190,8 +190,7 @@ async fn slow_member(server: &TestServer) -> Ws {
         .await
         .expect("connect");
     let url = format!("ws://{}/chat", server.addr);
-    let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
-    let (mut ws, _) = within("handshake", tokio_tungstenite::client_async(url, stream))
+    let (mut ws, _) = within("handshake", Connector::new().connect_on(stream, &url))
         .await
         .expect("handshake");
     assert_eq!(next_json(&mut ws).await["type"], "welcome");
@@ -228,7 +227,7 @@ async fn a_say_flood_costs_the_sender_not_the_readers() {
                 let msg = tokio::time::timeout(Duration::from_secs(20), ws.next())
                     .await
                     .expect("reader stalled");
-                let Some(Ok(msg)) = msg else {
+                let Some(Event::Message(msg)) = msg else {
                     panic!("reader closed: {msg:?}");
                 };
                 let Message::Text(t) = msg else { continue };
@@ -259,7 +258,7 @@ async fn a_say_flood_costs_the_sender_not_the_readers() {
             let msg = tokio::time::timeout(Duration::from_secs(20), rx.next())
                 .await
                 .expect("sender stalled");
-            let Some(Ok(Message::Text(t))) = msg else {
+            let Some(Event::Message(Message::Text(t))) = msg else {
                 panic!("sender closed: {msg:?}");
             };
             let v: Value = serde_json::from_str(&t).expect("json");
@@ -276,7 +275,7 @@ async fn a_say_flood_costs_the_sender_not_the_readers() {
     let started = Instant::now();
     within("flood", async {
         for _ in 0..FLOOD {
-            tx.feed(Message::text(flood.as_str())).await.expect("feed");
+            tx.feed(Message::from(flood.as_str())).await.expect("feed");
         }
         tx.flush().await.expect("flush");
     })
@@ -284,7 +283,7 @@ async fn a_say_flood_costs_the_sender_not_the_readers() {
     let flood_time = started.elapsed();
     // After a second's refill, a last message marks the end.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    tx.send(Message::text(say_text("done")))
+    tx.send(Message::from(say_text("done")))
         .await
         .expect("send");
     let (accepted, limited) = within("sender's count", counting).await.expect("sender");

@@ -1,27 +1,27 @@
-//! Helpers: the server in-process on a loopback port, a tokio-tungstenite
-//! client, and a raw HTTP/1.1 client over TCP (so paths such as `/../x`
-//! reach the server exactly as written).
+//! Helpers: the server in-process on a loopback port, wharf's own client,
+//! and a raw HTTP/1.1 client over TCP (so paths such as `/../x` reach the
+//! server exactly as written). The independent clients are elsewhere:
+//! tokio-tungstenite (`chat::..._with_an_independent_client`), Python
+//! `websockets` (`rate_limit`) and Chromium (`tests/browser`).
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::{Message, http::HeaderValue};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use wharf::{CloseCode, Connector, Disconnect, Event, Message};
 use wharf_server::Config;
 
 /// The longest any single step of a test may take.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A WebSocket client.
-pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// A WebSocket client: wharf's.
+pub(crate) type Ws = wharf::Connection;
 
 /// Runs `f`, failing the test if it takes longer than [`TIMEOUT`].
 pub(crate) async fn within<F: Future>(what: &str, f: F) -> F::Output {
@@ -75,16 +75,12 @@ impl TestServer {
 
     /// Connects a WebSocket client to `path`, offering `protocol` if given.
     pub(crate) async fn ws(&self, path: &str, protocol: Option<&str>) -> Ws {
-        let mut req = format!("ws://{}{path}", self.addr)
-            .into_client_request()
-            .expect("request");
+        let mut connector = Connector::new();
         if let Some(p) = protocol {
-            req.headers_mut().insert(
-                "Sec-WebSocket-Protocol",
-                HeaderValue::from_str(p).expect("header"),
-            );
+            connector = connector.protocols([p]);
         }
-        let (ws, _) = within("connect", tokio_tungstenite::connect_async(req))
+        let url = format!("ws://{}{path}", self.addr);
+        let (ws, _) = within("connect", connector.connect(&url))
             .await
             .expect("connect");
         ws
@@ -217,18 +213,50 @@ fn parse_response(buf: &[u8]) -> RawResponse {
     }
 }
 
-/// The next text or binary message, skipping pings and pongs.
+/// The next text or binary message (the client answers pings itself).
 pub(crate) async fn next(ws: &mut Ws) -> Message {
     within("a message", async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(m)) => return m,
-                other => panic!("expected a message, got {other:?}"),
-            }
+        match ws.next().await {
+            Some(Event::Message(m)) => m,
+            other => panic!("expected a message, got {other:?}"),
         }
     })
     .await
+}
+
+/// How the connection ended: the next event must be its end.
+pub(crate) async fn closed(ws: &mut Ws) -> Disconnect {
+    within("the end of the connection", async {
+        match ws.next().await {
+            Some(Event::Close(why)) => why,
+            other => panic!("expected the connection's end, got {other:?}"),
+        }
+    })
+    .await
+}
+
+/// The code of the close frame the server started the close handshake
+/// with.
+pub(crate) async fn closed_by_server(ws: &mut Ws) -> u16 {
+    match closed(ws).await {
+        Disconnect::Peer(frame) => frame.code.into(),
+        other => panic!("expected a close frame from the server, got {other}"),
+    }
+}
+
+/// Starts the close handshake with 1000 and waits for the server's answer
+/// (messages still arriving are skipped).
+pub(crate) async fn close(ws: &mut Ws) {
+    ws.close(CloseCode::NORMAL, "").expect("close");
+    within("the close handshake", async {
+        while ws.recv().await.is_some() {}
+    })
+    .await;
+    assert!(
+        matches!(ws.disconnect(), Some(Disconnect::Local(_))),
+        "{:?}",
+        ws.disconnect()
+    );
 }
 
 /// The next message, parsed as JSON.
@@ -241,9 +269,7 @@ pub(crate) async fn next_json(ws: &mut Ws) -> serde_json::Value {
 
 /// Sends a text message.
 pub(crate) async fn send_text(ws: &mut Ws, text: &str) {
-    within("send", ws.send(Message::text(text)))
-        .await
-        .expect("send");
+    within("send", ws.send(text)).await.expect("send");
 }
 
 /// A fresh directory under the system's temporary directory, removed when

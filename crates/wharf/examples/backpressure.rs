@@ -7,9 +7,9 @@
 //!
 //! `cargo run -p wharf --example backpressure -- [--listen ADDR] [--demo]`
 //!
-//! With `--demo` it also runs a reader that takes 2,000 messages a second
-//! for 3 seconds, then reads as fast as it can for 1, and prints what each
-//! side saw each second. The producer is ahead at first by what the two
+//! With `--demo` it also runs a reader, on wharf's client, that takes 2,000
+//! messages a second for 3 seconds, then reads as fast as it can for 1, and
+//! prints what each side saw each second. The producer is ahead at first by what the two
 //! sockets' kernel buffers hold (a few MiB on loopback), then goes at the
 //! reader's pace with the queue at its bound.
 
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use anyhow::Context as _;
 use tokio::net::TcpListener;
 use wharf::Server;
 
@@ -73,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     tokio::spawn(server.serve(listener));
-    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/")).await?;
+    let (mut ws, _) = wharf::connect(&format!("ws://{addr}/")).await?;
     let started = Instant::now();
     let (mut got, mut last_sent, mut last_got) = (0u64, 0u64, 0u64);
     let mut tick = tokio::time::interval(Duration::from_millis(1));
@@ -85,10 +85,11 @@ async fn main() -> anyhow::Result<()> {
                 // Two messages each millisecond: 2,000 a second.
                 tick.tick().await;
                 for _ in 0..2 {
-                    ws.next().await.transpose()?;
+                    ws.recv().await.context("the producer closed")?;
                     got += 1;
                 }
-            } else if ws.next().await.transpose()?.is_some() {
+            } else {
+                ws.recv().await.context("the producer closed")?;
                 got += 1;
             }
         }

@@ -1,46 +1,39 @@
 //! Helpers for the hub, slow-client, keepalive, shutdown and upgrade-hook
-//! tests: reading text from a tokio-tungstenite client, closing it, and
-//! waiting for a condition with a bound.
+//! tests: reading text with wharf's client, closing it, and waiting for a
+//! condition with a bound.
 
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
+use futures_util::StreamExt;
+use wharf::{CloseCode, Event, Message};
 
-use crate::util::{Client, within};
+use crate::util::{Ws, within};
 
-/// Reads the next text message, skipping pings and pongs; fails on anything
-/// else, on the end of the stream, or after
+/// Reads the next text message (the client answers pings itself); fails on
+/// anything else, on the end of the stream, or after
 /// [`TIMEOUT`](crate::util::TIMEOUT).
-pub(crate) async fn next_text(ws: &mut Client) -> String {
+pub(crate) async fn next_text(ws: &mut Ws) -> String {
     within("next text message", async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Text(text))) => return text.as_str().to_owned(),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                other => panic!("expected a text message, got {other:?}"),
-            }
+        match ws.next().await {
+            Some(Event::Message(Message::Text(text))) => text.as_str().to_owned(),
+            other => panic!("expected a text message, got {other:?}"),
         }
     })
     .await
 }
 
 /// Sends a text message.
-pub(crate) async fn send_text(ws: &mut Client, text: &str) {
-    within("send", ws.send(Message::text(text)))
-        .await
-        .expect("send");
+pub(crate) async fn send_text(ws: &mut Ws, text: &str) {
+    within("send", ws.send(text)).await.expect("send");
 }
 
 /// Starts the close handshake from the client and reads until the server
-/// ends the stream, discarding whatever was still on its way; the socket is
-/// dropped afterwards, so the server sees the FIN.
-pub(crate) async fn close(mut ws: Client) {
-    within("client close", ws.close(None))
-        .await
-        .expect("send close");
+/// answers, discarding whatever was still on its way; the client's driver
+/// then waits for the server's FIN and lets the socket go.
+pub(crate) async fn close(mut ws: Ws) {
+    ws.close(CloseCode::NORMAL, "").expect("send close");
     within("end of stream after close", async {
-        while let Some(Ok(_)) = ws.next().await {}
+        while ws.recv().await.is_some() {}
     })
     .await;
 }

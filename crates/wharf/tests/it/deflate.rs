@@ -1,7 +1,9 @@
 //! permessage-deflate over real sockets: negotiation, compressed messages
 //! both ways, the inflate limit (decompression bombs), refused headers, and
 //! compress-once broadcast. Client frames are compressed here with flate2,
-//! independently of the server's codec.
+//! independently of the server's codec. Independent interop: the peers
+//! here are hand-written frames and flate2 on purpose (not wharf's client),
+//! so that a bug shared by wharf's client and server cannot hide.
 
 use std::net::SocketAddr;
 

@@ -1,5 +1,7 @@
 //! Echo through a real tokio-tungstenite client: payload sizes at every
 //! frame length boundary, pings, and the close handshake from either side.
+//! Independent interop: tokio-tungstenite stays here on purpose (not wharf's
+//! client), so that a bug shared by wharf's client and server cannot hide.
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
@@ -7,7 +9,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use wharf::Disconnect;
 
-use crate::util::{Client, connect, echo_server, start, within};
+use crate::util::{Tungstenite, connect_tungstenite, echo_server, start, within};
 
 /// Payload lengths around the 7-bit, 16-bit and 64-bit length encodings,
 /// up to exactly the default 1 MiB message limit.
@@ -27,7 +29,7 @@ fn text_of_len(len: usize) -> String {
     text
 }
 
-async fn round_trip(ws: &mut Client, msg: Message) -> Message {
+async fn round_trip(ws: &mut Tungstenite, msg: Message) -> Message {
     within("send", ws.send(msg)).await.expect("send");
     within("echo", ws.next())
         .await
@@ -39,7 +41,7 @@ async fn round_trip(ws: &mut Client, msg: Message) -> Message {
 async fn echoes_text_and_binary_at_frame_length_boundaries() {
     let (server, _ended) = echo_server();
     let addr = start(server).await;
-    let mut ws = connect(addr, "/").await;
+    let mut ws = connect_tungstenite(addr, "/").await;
     for len in SIZES {
         let text = text_of_len(len);
         assert_eq!(text.len(), len);
@@ -70,7 +72,7 @@ async fn echoes_text_and_binary_at_frame_length_boundaries() {
 async fn echoes_a_pipelined_mix_of_large_and_small_messages_intact() {
     let (server, _ended) = echo_server();
     let addr = start(server).await;
-    let ws = connect(addr, "/").await;
+    let ws = connect_tungstenite(addr, "/").await;
     let (mut tx, mut rx) = ws.split();
     let sizes: Vec<usize> = (0..120)
         .map(|i| match i % 6 {
@@ -117,7 +119,7 @@ async fn echoes_a_pipelined_mix_of_large_and_small_messages_intact() {
 async fn answers_ping_with_pong_carrying_the_same_payload() {
     let (server, _ended) = echo_server();
     let addr = start(server).await;
-    let mut ws = connect(addr, "/").await;
+    let mut ws = connect_tungstenite(addr, "/").await;
     for payload in [&b""[..], b"are you there?", &[0xa5; 125]] {
         let pong = round_trip(&mut ws, Message::Ping(payload.to_vec().into())).await;
         assert_eq!(pong, Message::Pong(payload.to_vec().into()));
@@ -129,7 +131,7 @@ async fn answers_ping_with_pong_carrying_the_same_payload() {
 
 /// Sends `kill` and checks the client's side of the close handshake: a
 /// close frame with 1000 and the reason, then the end of the stream.
-async fn kill(ws: &mut Client) {
+async fn kill(ws: &mut Tungstenite) {
     within("send", ws.send(Message::text("kill")))
         .await
         .expect("send");
@@ -151,7 +153,7 @@ async fn kill(ws: &mut Client) {
 async fn kill_closes_with_1000_and_the_handler_sees_the_echoed_close() {
     let (server, mut ended) = echo_server();
     let addr = start(server).await;
-    let mut ws = connect(addr, "/").await;
+    let mut ws = connect_tungstenite(addr, "/").await;
     kill(&mut ws).await;
     let ended = within("handler returns", ended.recv())
         .await
@@ -168,7 +170,7 @@ async fn kill_closes_with_1000_and_the_handler_sees_the_echoed_close() {
 async fn answers_the_client_close_with_its_code() {
     let (server, mut ended) = echo_server();
     let addr = start(server).await;
-    let mut ws = connect(addr, "/").await;
+    let mut ws = connect_tungstenite(addr, "/").await;
     let frame = CloseFrame {
         code: CloseCode::Away,
         reason: "bye".into(),
@@ -199,7 +201,7 @@ async fn answers_the_client_close_with_its_code() {
 async fn disconnect_is_closed_once_recv_returns_none_after_kill() {
     let (server, mut ended) = echo_server();
     let addr = start(server).await;
-    let mut ws = connect(addr, "/").await;
+    let mut ws = connect_tungstenite(addr, "/").await;
     kill(&mut ws).await;
     let ended = within("handler returns", ended.recv())
         .await

@@ -1,7 +1,6 @@
 //! Plain HTTP and WebSocket on one port.
 
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
+use wharf::Message;
 
 use crate::util::{RawClient, connect, echo_server, frame, start, upgrade_request, within};
 
@@ -25,11 +24,9 @@ async fn serves_plain_http_and_websocket_on_one_port() {
 
     // Then a WebSocket client on the same port.
     let mut ws = connect(addr, "/").await;
-    within("send", ws.send(Message::text("hello")))
-        .await
-        .expect("send");
-    let echoed = within("echo", ws.next()).await.expect("a message");
-    assert_eq!(echoed.expect("no error"), Message::text("hello"));
+    within("send", ws.send("hello")).await.expect("send");
+    let echoed = within("echo", ws.recv()).await.expect("a message");
+    assert_eq!(echoed, Message::from("hello"));
 }
 
 #[tokio::test]

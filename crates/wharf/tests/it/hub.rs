@@ -4,14 +4,14 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use wharf::{Hub, Member, ReadyState, Server};
 
 use crate::chat_util::{close, eventually, next_text, parse_welcome, send_text};
-use crate::util::{Client, connect, start, within};
+use crate::util::{Ws, connect, connect_tungstenite, start, within};
 
 /// How many clients join the chat.
 const CHATTERS: usize = 20;
@@ -51,7 +51,7 @@ async fn chat_delivers_joins_messages_and_leaves_to_everyone_exactly_once() {
 
     // Joins, one at a time: a client's first message is its own join, and
     // everyone already there gets that join next.
-    let mut chatters: Vec<(u64, Client)> = Vec::new();
+    let mut chatters: Vec<(u64, Ws)> = Vec::new();
     for n in 1..=CHATTERS {
         let mut ws = connect(addr, "/").await;
         let join = next_text(&mut ws).await;
@@ -116,8 +116,7 @@ async fn chat_delivers_joins_messages_and_leaves_to_everyone_exactly_once() {
     }
 
     // Leaves, one at a time: everyone still there gets that leave next.
-    let mut chatters: Vec<(u64, Client)> =
-        chatters.into_iter().map(|(id, ws, _)| (id, ws)).collect();
+    let mut chatters: Vec<(u64, Ws)> = chatters.into_iter().map(|(id, ws, _)| (id, ws)).collect();
     while chatters.len() > 1 {
         let (id, ws) = chatters.remove(0);
         close(ws).await;
@@ -168,7 +167,7 @@ fn rooms_server() -> (Server, Hub) {
     (server, hub)
 }
 
-async fn welcomed(addr: SocketAddr, path: &str) -> (u64, Client) {
+async fn welcomed(addr: SocketAddr, path: &str) -> (u64, Ws) {
     let mut ws = connect(addr, path).await;
     let id = parse_welcome(&next_text(&mut ws).await);
     (id, ws)
@@ -320,13 +319,17 @@ async fn state_changes_go_open_closing_closed_when_the_server_closes() {
         }
     });
     let addr = start(server).await;
-    let mut ws = connect(addr, "/").await;
+    // tokio-tungstenite: it answers the close only when it reads, which
+    // makes `Closing` observable (wharf's client answers at once).
+    let mut ws = connect_tungstenite(addr, "/").await;
     assert_eq!(
         within("initial state", states.recv()).await,
         Some(ReadyState::Open)
     );
 
-    send_text(&mut ws, "close me").await;
+    within("send", ws.send(Message::text("close me")))
+        .await
+        .expect("send");
     // The client has not answered yet: it only does so when it reads.
     assert_eq!(
         within("closing", states.recv()).await,

@@ -3,14 +3,13 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use wharf::{Disconnect, Server};
 
-use crate::chat_util::{next_text, send_text};
-use crate::util::{RawClient, connect, echo_server, start, within};
+use crate::util::{RawClient, connect_tungstenite, echo_server, start, within};
 
 /// Ping after 200 ms of silence; give up 300 ms later.
 const KEEPALIVE: Option<(Duration, Duration)> =
@@ -88,9 +87,9 @@ async fn drops_a_peer_that_does_not_answer_pings() {
 async fn keeps_a_peer_that_answers_pings() {
     let (server, _ended) = echo_server();
     let addr = start(server.keepalive(KEEPALIVE)).await;
-    let mut ws = connect(addr, "/").await;
-
-    // tungstenite answers each ping on its next read, so keep reading.
+    // tokio-tungstenite, whose pings are visible (wharf's client answers
+    // them unseen); it answers each ping on its next read, so keep reading.
+    let mut ws = connect_tungstenite(addr, "/").await;
     let until = tokio::time::Instant::now() + Duration::from_millis(1500);
     let mut pings = 0;
     while let Ok(next) = tokio::time::timeout_at(until, ws.next()).await {
@@ -101,8 +100,14 @@ async fn keeps_a_peer_that_answers_pings() {
     }
     assert!(pings >= 2, "keepalive pinged {pings} times in 1.5 s");
 
-    send_text(&mut ws, "still here").await;
-    assert_eq!(next_text(&mut ws).await, "still here");
+    within("send", ws.send(Message::text("still here")))
+        .await
+        .expect("send");
+    let echo = within("echo", ws.next()).await;
+    assert!(
+        matches!(&echo, Some(Ok(Message::Text(t))) if t.as_str() == "still here"),
+        "{echo:?}"
+    );
 }
 
 #[tokio::test]

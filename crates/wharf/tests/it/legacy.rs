@@ -1,7 +1,7 @@
 //! The seed's drafts (hixie-75, hixie-76) behind `Server::legacy_drafts`:
 //! a minimal client of each draft written here from the drafts' text (no
 //! package that still speaks them runs on this Python or Node), with
-//! tokio-tungstenite for RFC 6455, all in one room.
+//! wharf's client for RFC 6455, all in one room.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -10,8 +10,7 @@ use futures_util::StreamExt;
 use md5::{Digest, Md5};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
-use wharf::{Hub, Message, Server};
+use wharf::{Event, Hub, Message, Server};
 
 use crate::chat_util::{next_text, send_text};
 use crate::util::{connect, start, within};
@@ -205,7 +204,7 @@ async fn a_mixed_room_of_all_three_protocols() {
     assert_eq!(hub.broadcast(Message::Binary(vec![1, 2, 3].into())), 1);
     let binary = within("binary", ws.next()).await;
     assert!(
-        matches!(binary, Some(Ok(WsMessage::Binary(_)))),
+        matches!(binary, Some(Event::Message(Message::Binary(_)))),
         "{binary:?}"
     );
     hub.broadcast("after binary");

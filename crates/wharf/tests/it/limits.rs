@@ -1,9 +1,8 @@
 //! The default 1 MiB message limit: enforced from the frame header, before
 //! any payload is buffered.
 
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use futures_util::StreamExt;
+use wharf::{CloseCode, Disconnect, Event};
 
 use crate::util::{MASK, RawClient, connect, echo_server, frame_header, start, within};
 
@@ -26,10 +25,10 @@ async fn fails_message_one_byte_over_1_mib_with_1009() {
     let mut ws = connect(addr, "/").await;
     // The server may fail the connection before the whole message is
     // written, so the send itself may error.
-    let _ = within("send", ws.send(Message::binary(vec![0; (1 << 20) + 1]))).await;
+    let _ = within("send", ws.send(vec![0; (1 << 20) + 1])).await;
     let close = within("close frame", ws.next()).await;
-    let Some(Ok(Message::Close(Some(frame)))) = close else {
+    let Some(Event::Close(Disconnect::Peer(frame))) = close else {
         panic!("expected a close frame, got {close:?}");
     };
-    assert_eq!(frame.code, CloseCode::Size);
+    assert_eq!(frame.code, CloseCode::MESSAGE_TOO_BIG);
 }

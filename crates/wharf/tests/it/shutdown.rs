@@ -11,14 +11,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use wharf::Server;
 
 use crate::chat_util::eventually;
-use crate::util::{Client, connect, upgrade_request, within};
+use crate::util::{Tungstenite, connect_tungstenite, upgrade_request, within};
 
 const CLIENTS: usize = 3;
 const MESSAGES: usize = 100;
 
 /// Reads text messages until the close frame, then on to the end of the
 /// stream (tungstenite answers the close as it reads); drops the socket.
-async fn read_until_close(mut ws: Client) -> (Vec<String>, Option<CloseFrame>) {
+async fn read_until_close(mut ws: Tungstenite) -> (Vec<String>, Option<CloseFrame>) {
     let mut texts = Vec::new();
     loop {
         match within("next message", ws.next()).await {
@@ -47,7 +47,7 @@ async fn shutdown_flushes_queued_messages_then_closes_with_1001_and_stops_listen
 
     let mut readers = Vec::new();
     for _ in 0..CLIENTS {
-        let ws = connect(addr, "/").await;
+        let ws = connect_tungstenite(addr, "/").await;
         readers.push(tokio::spawn(read_until_close(ws)));
     }
     eventually("every client registered", || hub.len() == CLIENTS).await;

@@ -11,7 +11,9 @@ use tokio_tungstenite::tungstenite::Message;
 use wharf::{Disconnect, Hub, ReadyState, SendError, Server, SlowClient};
 
 use crate::chat_util::eventually;
-use crate::util::{Client, MASK, RawClient, connect, frame, start, upgrade_request, within};
+use crate::util::{
+    MASK, RawClient, Tungstenite, connect_tungstenite, frame, start, upgrade_request, within,
+};
 
 /// The write-queue bound of every connection in these tests.
 const MAX: usize = 64 << 10;
@@ -72,7 +74,7 @@ impl Fixture {
         let addr = start(server).await;
         let mut readers = Vec::with_capacity(FAST);
         for _ in 0..FAST {
-            let ws = connect(addr, "/").await;
+            let ws = connect_tungstenite(addr, "/").await;
             readers.push(tokio::spawn(read_broadcasts(ws)));
         }
         let mut raw = RawClient::connect(addr).await;
@@ -136,7 +138,7 @@ impl Fixture {
 }
 
 /// Reads binary broadcasts until the text `done`, returning their numbers.
-async fn read_broadcasts(mut ws: Client) -> Vec<u32> {
+async fn read_broadcasts(mut ws: Tungstenite) -> Vec<u32> {
     let mut got = Vec::new();
     loop {
         match within("fast client reads", ws.next()).await {

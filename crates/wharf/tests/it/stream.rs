@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame as WsCloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCode;
 use wharf::{CloseCode, Disconnect, Event, Message, SendError, Server};
 
-use crate::util::{RawClient, connect, start, within};
+use crate::util::{RawClient, connect_tungstenite, start, within};
 
 /// The write-queue bound of the backpressure tests.
 const MAX: usize = 64 << 10;
@@ -40,7 +40,7 @@ async fn the_stream_yields_each_message_then_how_the_peer_closed_then_ends() {
         }
     });
     let addr = start(server).await;
-    let mut ws = connect(addr, "/").await;
+    let mut ws = connect_tungstenite(addr, "/").await;
     within("send", ws.send(WsMessage::text("one")))
         .await
         .unwrap();
@@ -77,7 +77,7 @@ async fn split_halves_echo_through_forward_in_order() {
         let _ = messages.forward(write).await;
     });
     let addr = start(server).await;
-    let mut ws = connect(addr, "/").await;
+    let mut ws = connect_tungstenite(addr, "/").await;
     for i in 0..200 {
         ws.feed(WsMessage::text(format!("m{i}"))).await.unwrap();
     }
@@ -130,7 +130,7 @@ async fn producer_follows_a_late_reader(sink: bool) {
         }
     });
     let addr = start(server).await;
-    let mut ws = connect(addr, "/").await;
+    let mut ws = connect_tungstenite(addr, "/").await;
     // The reader starts late: the socket buffers fill, then the queue.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(

@@ -1,6 +1,9 @@
 //! TLS in process, with a CA and certificates made here: `wss://` and
 //! `https://` verified against the CA, the handshake deadline, plain HTTP on
 //! the TLS port, and a certificate replaced while connections stay open.
+//! Independent interop: the client here is tokio-tungstenite over
+//! tokio-rustls on purpose (not wharf's client, tested in `client`), so that
+//! a bug shared by wharf's client and server cannot hide.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

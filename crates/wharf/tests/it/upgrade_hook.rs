@@ -9,12 +9,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use wharf::{Body, Endpoint, Incoming, Refuse, Server};
 
 use crate::chat_util::{next_text, send_text};
 use crate::util::{
-    RawClient, SAMPLE_KEY, connect, connect_request, start, upgrade_request, within,
+    RawClient, SAMPLE_KEY, connect, connect_with, connector, start, upgrade_request, within,
 };
 
 /// Data the hook attaches to a connection.
@@ -104,13 +103,8 @@ fn request_echo_server(keep_headers: bool) -> Server {
 async fn connection_keeps_path_and_query_and_headers_only_when_asked() {
     for (keep, team) in [(false, "<none>"), (true, "blue")] {
         let addr = start(request_echo_server(keep)).await;
-        let mut request = format!("ws://{addr}/room/7?a=1&b=2")
-            .into_client_request()
-            .expect("request");
-        request
-            .headers_mut()
-            .insert("x-team", http::HeaderValue::from_static("blue"));
-        let (mut ws, _) = connect_request(request).await;
+        let with_team = connector().header("x-team", "blue");
+        let (mut ws, _) = connect_with(with_team, addr, "/room/7?a=1&b=2").await;
         assert_eq!(next_text(&mut ws).await, format!("/room/7 a=1&b=2 {team}"));
     }
     let addr = start(request_echo_server(false)).await;
@@ -146,14 +140,7 @@ async fn hook_chooses_an_offered_subprotocol_only() {
             }
         });
     let addr = start(server).await;
-    let mut request = format!("ws://{addr}/")
-        .into_client_request()
-        .expect("client request");
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        http::HeaderValue::from_static("a, b"),
-    );
-    let (_ws, res) = connect_request(request).await;
+    let (_ws, res) = connect_with(connector().protocols(["a", "b"]), addr, "/").await;
     assert_eq!(
         res.headers()
             .get("sec-websocket-protocol")

@@ -1,5 +1,7 @@
-//! Helpers shared by the integration tests: a server on a loopback port, a
-//! tokio-tungstenite client, and a raw TCP client that writes requests and
+//! Helpers shared by the integration tests: a server on a loopback port,
+//! wharf's own client, a tokio-tungstenite client (the independent peer of
+//! `echo`, `tls` and the tests that need a client which answers pings and
+//! closes only as it reads), and a raw TCP client that writes requests and
 //! frames byte by byte and parses what comes back.
 
 use std::future::Future;
@@ -13,13 +15,16 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use wharf::{Body, CloseCode, Disconnect, Server};
+use wharf::{Body, CloseCode, Connector, Disconnect, Limits, Server};
 
 /// The longest any single step of a test may take.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A WebSocket client: wharf's.
+pub(crate) type Ws = wharf::Connection;
+
 /// A WebSocket client over TCP, as tokio-tungstenite connects it.
-pub(crate) type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Tungstenite = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The RFC 6455 §1.3 sample key and the accept value it must produce.
 pub(crate) const SAMPLE_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
@@ -81,20 +86,48 @@ pub(crate) struct Ended {
     pub(crate) disconnect: Option<Disconnect>,
 }
 
+/// wharf's client, allowing messages of up to 16 MiB.
+pub(crate) fn connector() -> Connector {
+    Connector::new().limits(
+        Limits::default()
+            .max_message_size(16 << 20)
+            .max_frame_size(16 << 20),
+    )
+}
+
+/// Connects wharf's client to `ws://addr{path}`, allowing messages of up
+/// to 16 MiB.
+pub(crate) async fn connect(addr: SocketAddr, path: &str) -> Ws {
+    connect_with(connector(), addr, path).await.0
+}
+
+/// Connects with `connector`; also returns the `101` response.
+pub(crate) async fn connect_with(
+    connector: Connector,
+    addr: SocketAddr,
+    path: &str,
+) -> (Ws, Response<()>) {
+    let url = format!("ws://{addr}{path}");
+    within("websocket connect", connector.connect(&url))
+        .await
+        .expect("websocket handshake")
+}
+
 /// Connects a tokio-tungstenite client to `ws://addr{path}`, allowing
 /// messages of up to 16 MiB.
-pub(crate) async fn connect(addr: SocketAddr, path: &str) -> Client {
+pub(crate) async fn connect_tungstenite(addr: SocketAddr, path: &str) -> Tungstenite {
     let request = format!("ws://{addr}{path}")
         .into_client_request()
         .expect("client request");
     connect_request(request).await.0
 }
 
-/// Connects with a prepared request; also returns the `101` response.
+/// Connects tokio-tungstenite with a prepared request; also returns the
+/// `101` response.
 pub(crate) async fn connect_request(
     request: http::Request<()>,
 ) -> (
-    Client,
+    Tungstenite,
     tokio_tungstenite::tungstenite::handshake::client::Response,
 ) {
     let config = WebSocketConfig::default()

@@ -6,10 +6,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
-use tokio_tungstenite::tungstenite::Message;
-use wharf::Server;
+use wharf::{Event, Message, Server};
 
 use crate::chat_util::next_text;
 use crate::util::{RawClient, connect, start, within};
@@ -61,21 +60,23 @@ async fn a_room_across_workers_gets_every_message_once_in_sender_order() {
 
     // Everyone sends at once: room messages and broadcasts, interleaved.
     let (mut writers, mut readers): (Vec<_>, Vec<_>) =
-        clients.into_iter().map(StreamExt::split).unzip();
+        clients.into_iter().map(wharf::Connection::split).unzip();
     let sending = writers.iter_mut().enumerate().map(|(c, w)| async move {
         for i in 0..MESSAGES {
             let text = match i % 4 {
                 3 => format!("all:{c}:{i}"),
                 _ => format!("{c}:{i}"),
             };
-            w.send(Message::text(text)).await.expect("send");
+            w.send(text).await.expect("send");
         }
     });
     let receiving = readers.iter_mut().map(|r| async move {
         let mut last: HashMap<usize, usize> = HashMap::new();
         for _ in 0..CLIENTS * MESSAGES {
-            let msg = r.next().await.expect("open").expect("a message");
-            let text = msg.to_text().expect("text").to_owned();
+            let Some(Event::Message(Message::Text(text))) = r.next().await else {
+                panic!("expected a text message");
+            };
+            let text = text.as_str();
             let (c, i) = text.split_once(':').expect("sender:seq");
             let (c, i): (usize, usize) = (c.parse().unwrap(), i.parse().unwrap());
             // Per sender, in order and exactly once: each is the next one.

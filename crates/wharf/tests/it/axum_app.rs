@@ -10,16 +10,12 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
-use futures_util::StreamExt;
-use http::HeaderValue;
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use wharf::axum::WebSocketUpgrade;
 use wharf::{Hub, Server};
 
 use crate::chat_util::{eventually, next_text, send_text};
-use crate::util::{RawClient, connect, connect_request, start, upgrade_request, within};
+use crate::util::{RawClient, connect, connect_with, connector, start, upgrade_request, within};
 
 /// A connection that joins `room` and publishes what it receives to every
 /// room member: on two routes, two rooms.
@@ -145,13 +141,7 @@ async fn the_extractor_applies_the_servers_settings_under_axum_serve() {
     let stats = server.stats();
     let addr = serve_with_axum(&server, app(hub.clone())).await;
 
-    let mut request = format!("ws://{addr}/chat")
-        .into_client_request()
-        .expect("request");
-    request
-        .headers_mut()
-        .insert("sec-websocket-protocol", HeaderValue::from_static("v1, v2"));
-    let (mut ws, res) = connect_request(request).await;
+    let (mut ws, res) = connect_with(connector().protocols(["v1", "v2"]), addr, "/chat").await;
     assert_eq!(
         res.headers()
             .get("sec-websocket-protocol")
@@ -173,12 +163,10 @@ async fn the_extractor_applies_the_servers_settings_under_axum_serve() {
     // The limit: a message over it closes with 1009.
     send_text(&mut ws, &"x".repeat(2048)).await;
     let closed = within("close after a message over the limit", async {
-        loop {
-            match ws.next().await {
-                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                Some(Ok(_)) => {}
-                other => panic!("expected a close, got {other:?}"),
-            }
+        while ws.recv().await.is_some() {}
+        match ws.disconnect() {
+            Some(wharf::Disconnect::Peer(f)) => Some(u16::from(f.code)),
+            other => panic!("expected a close from the server, got {other:?}"),
         }
     })
     .await;

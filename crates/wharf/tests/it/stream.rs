@@ -231,7 +231,7 @@ async fn closed_resolves_once_the_tcp_connection_is_gone() {
         }
     });
     let addr = start(server).await;
-    let mut ws = connect(addr, "/").await;
+    let mut ws = connect_tungstenite(addr, "/").await;
     within("close", ws.close(None)).await.unwrap();
     // The server closes TCP first; the client's FIN comes when it lets go.
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -95,6 +95,9 @@ pub struct Connector {
     handshake_timeout: Duration,
     protocols: Vec<String>,
     headers: HeaderMap,
+    /// The first header given to [`Connector::header`] that is not valid
+    /// HTTP: every `connect` fails with it.
+    bad_header: Option<Box<str>>,
     proxy: Option<Proxy>,
     #[cfg(feature = "tls")]
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -153,6 +156,7 @@ impl Connector {
             handshake_timeout: Duration::from_secs(10),
             protocols: Vec::new(),
             headers: HeaderMap::new(),
+            bad_header: None,
             proxy: None,
             #[cfg(feature = "tls")]
             tls: None,
@@ -169,17 +173,35 @@ impl Connector {
 
     /// Adds a header to the upgrade request (`Origin`, `Authorization`,
     /// cookies...). Headers the handshake sets itself (`Host`, `Upgrade`,
-    /// `Connection`, `Sec-WebSocket-*`) are not replaced; a name or value
-    /// that is not valid HTTP is left out.
+    /// `Connection`, `Sec-WebSocket-*`) are not replaced. A name or value
+    /// that is not valid HTTP makes every `connect` fail with
+    /// [`ConnectErrorKind::Request`], naming the header.
     #[must_use]
     pub fn header(mut self, name: &str, value: &str) -> Self {
-        if let (Ok(n), Ok(v)) = (
+        match (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(value),
         ) {
-            self.headers.append(n, v);
+            (Ok(n), Ok(v)) => {
+                self.headers.append(n, v);
+            }
+            _ => {
+                let shown: String = name.chars().take(64).collect();
+                self.bad_header.get_or_insert_with(|| shown.into());
+            }
         }
         self
+    }
+
+    /// Fails on a header that could not be added.
+    fn check_request(&self) -> Result<(), ConnectError> {
+        match &self.bad_header {
+            None => Ok(()),
+            Some(name) => Err(ConnectError::new(
+                ConnectErrorKind::Request,
+                format!("header {name:?}: its name or value is not valid HTTP"),
+            )),
+        }
     }
 
     /// Offers permessage-deflate (RFC 7692) under `config`, read from the
@@ -297,6 +319,7 @@ impl Connector {
     /// # Cancel safety
     /// Dropping the future drops the connection being opened.
     pub async fn connect(&self, url: &str) -> Result<(Connection, Response<()>), ConnectError> {
+        self.check_request()?;
         let target = Target::parse(url)?;
         self.deadline(async {
             let tcp = match &self.proxy {
@@ -329,6 +352,7 @@ impl Connector {
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        self.check_request()?;
         let target = Target::parse(url)?;
         self.deadline(self.open(io, &target, None)).await
     }
@@ -728,6 +752,8 @@ pub enum ConnectErrorKind {
     /// The URL is not a `ws://` or `wss://` URL with a host (or the proxy
     /// URL not `http://host:port`).
     Url,
+    /// A header given to [`Connector::header`] is not valid HTTP.
+    Request,
 }
 
 impl ConnectError {

@@ -114,6 +114,11 @@ async fn a_refusal_carries_its_status_and_reason() {
     // here a bad URL scheme never reaches the network.
     let err = wharf::connect("http://127.0.0.1:1/").await.unwrap_err();
     assert_eq!(err.kind(), ConnectErrorKind::Url);
+    // A header that is not HTTP is refused before the network, by name.
+    let bad = Connector::new().header("x-bad", "line\r\nbreak");
+    let err = bad.connect(&format!("ws://{addr}/")).await.unwrap_err();
+    assert_eq!(err.kind(), ConnectErrorKind::Request);
+    assert!(err.to_string().contains("x-bad"), "{err}");
 }
 
 #[tokio::test]

@@ -122,6 +122,46 @@ async fn a_refusal_carries_its_status_and_reason() {
 }
 
 #[tokio::test]
+async fn an_endless_response_head_is_cut_at_16_kib() {
+    // A server that answers with a header line that never ends: 64 MiB of
+    // it, or until the client lets go.
+    const FLOOD: usize = 64 << 20;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let flood = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 1024];
+        let _ = tokio::io::AsyncReadExt::read(&mut tcp, &mut buf).await;
+        let mut written = 0;
+        let head = b"HTTP/1.1 101 Switching Protocols\r\nx-pad: ";
+        if tokio::io::AsyncWriteExt::write_all(&mut tcp, head)
+            .await
+            .is_err()
+        {
+            return written;
+        }
+        let chunk = vec![b'a'; 64 << 10];
+        while written < FLOOD {
+            match tokio::io::AsyncWriteExt::write_all(&mut tcp, &chunk).await {
+                Ok(()) => written += chunk.len(),
+                Err(_) => break,
+            }
+        }
+        written
+    });
+    let err = within("connect", wharf::connect(&format!("ws://{addr}/")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ConnectErrorKind::Response);
+    assert!(err.to_string().contains("16 KiB"), "{err}");
+    let written = within("the flood ends", flood).await.unwrap();
+    assert!(
+        written < FLOOD,
+        "the client took all {written} bytes of the flood instead of giving up"
+    );
+}
+
+#[tokio::test]
 async fn a_response_that_breaks_the_rules_says_which() {
     // A server that answers 101 with a wrong accept key.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -296,12 +296,25 @@ fn configure(server: Server, config: &Config, app: Arc<App>) -> Server {
             });
     }
     let requests = app.clone();
-    server
-        .on_request(move |req| {
-            let app = requests.clone();
-            async move { app.route(req).await }
-        })
-        .on_connection(move |conn| app.clone().connection(conn))
+    let server = server.on_request(move |req| {
+        let app = requests.clone();
+        async move { app.route(req).await }
+    });
+    // Echo and broadcast need no state per connection: a message callback
+    // serves them, so an open connection holds no handler future.
+    match app.mode {
+        Mode::Echo => server.on_message(|client, msg| {
+            // A refused send (slow client) is counted by the library.
+            let _ = client.try_send(msg);
+        }),
+        Mode::Broadcast => {
+            let hub = app.hub.clone();
+            server.on_message(move |_, msg| {
+                hub.broadcast(msg);
+            })
+        }
+        _ => server.on_connection(move |conn| app.clone().connection(conn)),
+    }
 }
 
 impl App {
@@ -373,11 +386,11 @@ impl App {
         }
     }
 
-    /// Runs one WebSocket connection in the configured mode, logging its
-    /// open and its close (at debug level: `/metrics` counts them). Its
-    /// future is what every open connection holds: the chat's larger one is
-    /// boxed, so the echo and broadcast modes stay small.
-    async fn connection(self: Arc<Self>, mut conn: Connection) {
+    /// Runs one chat connection, logging its open and its close (at debug
+    /// level: `/metrics` counts them). Its future is what every open
+    /// connection holds: the chat's larger one is boxed, so it stays small.
+    /// (Echo and broadcast have no handler: see `configure`.)
+    async fn connection(self: Arc<Self>, conn: Connection) {
         let started = Instant::now();
         let client = conn.client().clone();
         tracing::debug!(
@@ -387,24 +400,7 @@ impl App {
             protocol = conn.protocol().unwrap_or("-"),
             "connection open"
         );
-        match self.mode {
-            Mode::Chat => {
-                Box::pin(chat::serve(conn, self.hub.clone(), &self.rate_limit_reason)).await;
-            }
-            Mode::Broadcast => {
-                while let Some(msg) = conn.recv().await {
-                    self.hub.broadcast(msg);
-                }
-            }
-            // Echo, and any mode added later until it has its own handler.
-            _ => {
-                while let Some(msg) = conn.recv().await {
-                    // A refused send (slow client) is counted by the
-                    // library; the loop ends when the connection does.
-                    let _ = conn.try_send(msg);
-                }
-            }
-        }
+        Box::pin(chat::serve(conn, self.hub.clone(), &self.rate_limit_reason)).await;
         if tracing::enabled!(tracing::Level::DEBUG) {
             let (code, reason) = close_code(&client);
             tracing::debug!(

@@ -144,12 +144,12 @@ impl WebSocketUpgrade {
     {
         // A connection handler is `Fn`: this one runs once.
         let once = Mutex::new(Some(handler));
-        let handler: ConnectionHandler = Arc::new(move |conn| {
+        let handler = ConnectionHandler::Task(Arc::new(move |conn| {
             match once.lock().unwrap_or_else(PoisonError::into_inner).take() {
                 Some(handler) => Box::pin(handler(conn)),
                 None => Box::pin(async {}),
             }
-        });
+        }));
         let (response, start) = self.accepted.respond(Some(handler));
         // Lives until hyper hands the socket back.
         tokio::spawn(async move {

@@ -152,6 +152,7 @@ impl Connector {
                 stats: Stats::default(),
                 hub: Hub::new(),
                 caps: Caps::new(1),
+                on_message: None,
             }),
             handshake_timeout: Duration::from_secs(10),
             protocols: Vec::new(),

@@ -46,11 +46,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use wharf_proto::{CloseCode, DeflateConfig, DeflateParams, Draft, Handshake, Limits, handshake};
+use wharf_proto::{
+    CloseCode, DeflateConfig, DeflateParams, Draft, Handshake, Limits, Message, handshake,
+};
 
 use crate::body::Body;
 use crate::caps::{self, AcceptErrors, Caps, Full, HttpSlot, Slot};
-use crate::conn::task::{Driver, Keepalive, Lifecycle, Settings, Task};
+use crate::conn::task::{Driver, Keepalive, Lifecycle, OnMessage, Settings, Task};
 use crate::conn::{Client, Connection, Info, Shared, SlowClient};
 use crate::error::{Error, ErrorKind};
 use crate::forwarded::{self, Cidr, ForwardedHeader, Remote};
@@ -68,7 +70,14 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 type RequestHandler = Arc<dyn Fn(Request<Incoming>) -> BoxFuture<Response<Body>> + Send + Sync>;
 type UpgradeHandler = Arc<dyn Fn(Upgrade) -> BoxFuture<Result<Upgrade, Refuse>> + Send + Sync>;
 /// A connection handler, shared by the connections it runs on.
-pub(crate) type ConnectionHandler = Arc<dyn Fn(Connection) -> BoxFuture<()> + Send + Sync>;
+#[derive(Clone)]
+pub(crate) enum ConnectionHandler {
+    /// A future run on each connection's [`Connection`], in its task.
+    Task(Arc<dyn Fn(Connection) -> BoxFuture<()> + Send + Sync>),
+    /// No future: the driver hands each message to the server's message
+    /// callback ([`Server::on_message`]), or discards it if there is none.
+    Messages,
+}
 
 /// `handler` as a [`ConnectionHandler`].
 pub(crate) fn connection_handler<F, Fut>(handler: F) -> ConnectionHandler
@@ -76,7 +85,7 @@ where
     F: Fn(Connection) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    Arc::new(move |conn| Box::pin(handler(conn)))
+    ConnectionHandler::Task(Arc::new(move |conn| Box::pin(handler(conn))))
 }
 
 /// Held by every connection still in its HTTP phase (see
@@ -157,6 +166,7 @@ impl Server {
                 stats: Stats::default(),
                 hub: Hub::new(),
                 caps: Caps::new(256),
+                on_message: None,
             }),
             handshake_timeout: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
@@ -579,6 +589,47 @@ impl Server {
         Fut: Future<Output = ()> + Send + 'static,
     {
         self.on_connection = Some(connection_handler(handler));
+        Arc::make_mut(&mut self.settings).on_message = None;
+        self
+    }
+
+    /// Serves connections with a callback per message instead of a handler
+    /// per connection (the seed's `message` event; uWebSockets' `message`
+    /// handler): `callback` gets the connection's [`Client`] and each text
+    /// or binary message, in order. It replaces [`Server::on_connection`]
+    /// (the last of the two called wins); routes ([`Server::route`]) and
+    /// the upgrade hook's [`Upgrade::handle_with`] still take handlers.
+    ///
+    /// A connection served this way holds no future of its own: it is the
+    /// leanest way to serve many connections that mostly wait (about 110
+    /// bytes less per connection, `wharf::docs::limits`), and each message
+    /// costs no task wake-up. The callback runs on the connection's worker
+    /// thread, inside its driver, so it must not block: it replies with
+    /// [`Client::try_send`], publishes through the hub, or spawns a task
+    /// for anything that waits. While it runs, the connection reads
+    /// nothing more: a slow callback pushes back on its own peer. A panic in
+    /// it closes the connection with 1011 and discards the messages after
+    /// it. Under [`RateAction::Notify`](crate::RateAction::Notify), messages over the
+    /// rate limit are counted and not passed to it.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), wharf::Error> {
+    /// // An echo server.
+    /// wharf::Server::new()
+    ///     .on_message(|client, message| {
+    ///         let _ = client.try_send(message);
+    ///     })
+    ///     .bind("127.0.0.1:9001")
+    ///     .await
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn on_message<F>(mut self, callback: F) -> Self
+    where
+        F: Fn(&Client, Message) + Send + Sync + 'static,
+    {
+        Arc::make_mut(&mut self.settings).on_message = Some(OnMessage(Arc::new(callback)));
+        self.on_connection = Some(ConnectionHandler::Messages);
         self
     }
 
@@ -1216,14 +1267,10 @@ impl Server {
     }
 }
 
-/// The default connection handler: receives messages and discards them.
+/// The default connection handler: its messages are discarded, by the
+/// driver (no handler future, no message callback).
 fn discard() -> ConnectionHandler {
-    static DISCARD: std::sync::OnceLock<ConnectionHandler> = std::sync::OnceLock::new();
-    DISCARD
-        .get_or_init(|| {
-            connection_handler(|mut conn| async move { while conn.recv().await.is_some() {} })
-        })
-        .clone()
+    ConnectionHandler::Messages
 }
 
 /// Who asked for a [`Server::decide`].
@@ -1409,10 +1456,23 @@ fn open(
     let shared = Arc::new(Shared::new(proto, id, info, settings.clone()));
     let client = Client::new(shared.clone());
     settings.hub.insert(client);
-    let conn = Connection::new(Client::new(shared.clone()));
     match handler {
-        Some(handler) => (shared, Some(handler(conn)), None),
-        None => (shared, None, Some(conn)),
+        Some(ConnectionHandler::Task(handler)) => {
+            let conn = Connection::new(Client::new(shared.clone()));
+            (shared, Some(handler(conn)), None)
+        }
+        Some(ConnectionHandler::Messages) => {
+            {
+                let mut inner = shared.lock();
+                inner.detached = true;
+                inner.callback = settings.on_message.is_some();
+            }
+            (shared, None, None)
+        }
+        None => {
+            let conn = Connection::new(Client::new(shared.clone()));
+            (shared, None, Some(conn))
+        }
     }
 }
 

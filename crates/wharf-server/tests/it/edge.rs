@@ -214,8 +214,9 @@ async fn wharf(dir: &Path, args: &[&str], nofile: Option<u32>) -> (Proc, SocketA
         "--mode",
         "echo",
         "--log-level",
-        // Connections are logged at debug level.
-        "info,wharf_server=debug",
+        // Connections are logged at debug level, by the library (the echo
+        // mode has no handler of its own).
+        "info,wharf=debug",
     ])
     .args(args);
     for (k, _) in std::env::vars_os() {

@@ -278,6 +278,9 @@ pub(crate) struct Inner {
     /// The handler's `Connection` is gone: nobody calls `recv`, so the
     /// driver takes the events itself.
     pub(crate) detached: bool,
+    /// Detached from the start, and served by the server's message
+    /// callback (`Server::on_message`), which the driver calls.
+    pub(crate) callback: bool,
     /// Messages dropped under [`SlowClient::Drop`] (saturating): 32 bits fit
     /// in this struct's padding.
     dropped: u32,
@@ -327,6 +330,7 @@ impl Shared {
                 read_paused: false,
                 write_shut: false,
                 detached: false,
+                callback: false,
                 dropped: 0,
                 ended: None,
                 watchers: None,

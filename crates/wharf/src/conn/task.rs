@@ -36,10 +36,11 @@ use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 use wharf_proto::{
-    CloseCode, DeflateConfig, Expired, Limits, ProtocolError, RateLimit, Role, Timeouts, Transmit,
+    CloseCode, DeflateConfig, Expired, Limits, Message, ProtocolError, RateLimit, Role, Timeouts,
+    Transmit,
 };
 
-use super::{End, Shared, SlowClient, wheel};
+use super::{Client, End, Shared, SlowClient, wheel};
 use crate::caps::Caps;
 use crate::error::Disconnect;
 use crate::hub::Hub;
@@ -66,6 +67,23 @@ pub(crate) struct Settings {
     pub(crate) hub: Hub,
     /// The connection caps, which a counted connection leaves at its end.
     pub(crate) caps: Caps,
+    /// The message callback (`Server::on_message`) of the connections
+    /// served by one.
+    pub(crate) on_message: Option<OnMessage>,
+}
+
+/// A message callback: called by a connection's driver with each message,
+/// so that the connection holds no handler future.
+#[derive(Clone)]
+pub(crate) struct OnMessage(pub(crate) Arc<MessageFn>);
+
+/// What `Server::on_message` takes.
+pub(crate) type MessageFn = dyn Fn(&Client, Message) + Send + Sync;
+
+impl std::fmt::Debug for OnMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnMessage")
+    }
 }
 
 impl Settings {
@@ -227,11 +245,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Task<S> {
             Ok(Poll::Pending) => {}
             Ok(Poll::Ready(())) => self.handler = None,
             Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .copied()
-                    .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-                    .unwrap_or("a non-string payload");
+                let what = panic_text(&*panic);
                 if let Some(driver) = &self.driver {
                     let shared = &driver.shared;
                     tracing::error!(id = shared.id, peer = %shared.info.peer(), panic = what, "connection handler panicked; closing with 1011");
@@ -271,6 +285,69 @@ impl<S> Drop for Task<S> {
             retire(&driver.shared, &why);
         }
     }
+}
+
+/// Hands each message waiting in the core to the server's message callback
+/// (`Server::on_message`), with the lock released, parsing and inflating on
+/// what `receive` left in `buf` behind them, until the input is used up: a
+/// connection served by a callback holds no events. A panic in the callback
+/// is caught: it is logged, the connection is closed with 1011, and later
+/// messages are discarded.
+fn dispatch(shared: &Arc<Shared>, buf: &mut BytesMut) {
+    let Some(on_message) = &shared.settings.on_message else {
+        return;
+    };
+    let mut client: Option<Client> = None;
+    loop {
+        let mut inner = shared.lock();
+        let message = match inner.proto.poll_event() {
+            Some(wharf_proto::Event::Message(m)) => m,
+            Some(wharf_proto::Event::Close(_)) => {
+                inner.publish_state();
+                continue;
+            }
+            // Over the rate limit under `Notify`: counted, not handed on.
+            Some(_) => continue,
+            None => {
+                if let Some(mut job) = inner.proto.take_inflation() {
+                    drop(inner);
+                    job.run();
+                    let _ = shared.lock().proto.finish_inflation(job);
+                } else if inner.proto.receive_pending() {
+                    let _ = inner.proto.receive(buf);
+                } else {
+                    return;
+                }
+                continue;
+            }
+        };
+        drop(inner);
+        shared.stats().received(shared.key(), message.len());
+        let client = client.get_or_insert_with(|| Client::new(shared.clone()));
+        if let Err(panic) =
+            std::panic::catch_unwind(AssertUnwindSafe(|| (on_message.0)(client, message)))
+        {
+            tracing::error!(id = shared.id, peer = %shared.info.peer(), panic = panic_text(&*panic), "message callback panicked; closing with 1011");
+            Counters::add(&shared.stats().handler_panics, 1);
+            let mut inner = shared.lock();
+            inner.callback = false;
+            let _ = inner
+                .proto
+                .close(CloseCode::INTERNAL_ERROR, "internal error");
+            inner.publish_state();
+            inner.drain(buf);
+            return;
+        }
+    }
+}
+
+/// A panic's message, if it has one.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-string payload")
 }
 
 /// Takes an ended connection out of the hub and the counters.
@@ -711,7 +788,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             let _ = inner.proto.finish_inflation(job);
         }
         if inner.detached {
-            inner.drain(&mut self.read_buf);
+            if inner.callback {
+                drop(inner);
+                dispatch(&self.shared, &mut self.read_buf);
+                inner = self.shared.lock();
+            } else {
+                inner.drain(&mut self.read_buf);
+            }
         }
         let limited = inner.proto.take_rate_limited();
         if limited > 0 {

@@ -17,6 +17,7 @@ mod hub;
 mod keepalive;
 mod legacy;
 mod limits;
+mod on_message;
 mod policy;
 mod protocol;
 mod rate_limit;

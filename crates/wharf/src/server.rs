@@ -619,7 +619,7 @@ impl Server {
     ///     .on_message(|client, message| {
     ///         let _ = client.try_send(message);
     ///     })
-    ///     .bind("127.0.0.1:9001")
+    ///     .listen("127.0.0.1:9001")
     ///     .await
     /// # }
     /// ```

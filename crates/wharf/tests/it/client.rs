@@ -161,6 +161,127 @@ async fn an_endless_response_head_is_cut_at_16_kib() {
     );
 }
 
+/// A fake server's answer to one upgrade request: a `101` with the right
+/// accept key, then `pad` more header lines (the head is left open).
+fn head_with_padding(request: &[u8], pad: usize) -> Vec<String> {
+    // The request's headers, as a server validates them, give the accept key.
+    let request = String::from_utf8_lossy(request);
+    let mut headers = http::HeaderMap::new();
+    for line in request.lines().skip(1) {
+        if let Some((name, value)) = line.split_once(':') {
+            headers.append(
+                http::HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
+                value.trim().parse().unwrap(),
+            );
+        }
+    }
+    let hs = wharf_proto::Handshake::validate(&http::Method::GET, http::Version::HTTP_11, &headers)
+        .expect("a valid upgrade request");
+    let mut lines = vec![
+        "HTTP/1.1 101 Switching Protocols\r\n".to_owned(),
+        "upgrade: websocket\r\n".to_owned(),
+        "connection: upgrade\r\n".to_owned(),
+        format!(
+            "sec-websocket-accept: {}\r\n",
+            hs.accept().to_str().unwrap()
+        ),
+    ];
+    lines.extend((0..pad).map(|i| format!("x-pad-{i}: {i}\r\n")));
+    lines
+}
+
+/// Serves one connection: reads the request, writes `lines` (then the
+/// blank line if `end`), and keeps the socket open for a second.
+async fn answer_with(
+    lines: impl FnOnce(&[u8]) -> Vec<String> + Send + 'static,
+    end: bool,
+) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let n = tokio::io::AsyncReadExt::read(&mut tcp, &mut buf)
+            .await
+            .unwrap();
+        let mut head = lines(&buf[..n]).concat();
+        if end {
+            head.push_str("\r\n");
+        }
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut tcp, head.as_bytes()).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_response_of_64_headers_is_taken_and_of_65_refused() {
+    // 3 the handshake needs, plus 61 (then 62) of padding.
+    let addr = answer_with(|req| head_with_padding(req, 61), true).await;
+    let (conn, res) = within("connect", wharf::connect(&format!("ws://{addr}/")))
+        .await
+        .expect("64 header fields are within the bound");
+    assert_eq!(res.headers().len(), 64);
+    assert_eq!(res.headers()["x-pad-60"], "60");
+    let _ = conn.close(CloseCode::NORMAL, "");
+
+    let addr = answer_with(|req| head_with_padding(req, 62), true).await;
+    let err = within("connect", wharf::connect(&format!("ws://{addr}/")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ConnectErrorKind::Response);
+    assert_eq!(err.to_string(), "the response has over 64 headers");
+}
+
+#[tokio::test]
+async fn a_flood_of_header_lines_is_refused_at_the_65th() {
+    // 10,000 header lines: the first 100 at once, the rest only once the
+    // client has answered. A client that waited for the end of the head
+    // would time out here; one that stops at the 65th field fails at once
+    // and lets go of the socket, so the rest cannot all be written.
+    const LINES: usize = 10_000;
+    const FIRST: usize = 100;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (answered, go_on) = tokio::sync::oneshot::channel::<()>();
+    let flood = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let n = tokio::io::AsyncReadExt::read(&mut tcp, &mut buf)
+            .await
+            .unwrap();
+        let lines = head_with_padding(&buf[..n], LINES - 4);
+        let (first, rest) = lines.split_at(FIRST);
+        tokio::io::AsyncWriteExt::write_all(&mut tcp, first.concat().as_bytes())
+            .await
+            .unwrap();
+        let _ = go_on.await;
+        let mut written = FIRST;
+        for line in rest {
+            if tokio::io::AsyncWriteExt::write_all(&mut tcp, line.as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+            written += 1;
+            tokio::task::yield_now().await;
+        }
+        written
+    });
+    let err = within("connect", wharf::connect(&format!("ws://{addr}/")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ConnectErrorKind::Response);
+    assert_eq!(err.to_string(), "the response has over 64 headers");
+    drop(answered);
+    let written = within("the flood ends", flood).await.unwrap();
+    assert!(
+        written < LINES,
+        "all {written} header lines were written to a client that had given up"
+    );
+}
+
 #[tokio::test]
 async fn a_response_that_breaks_the_rules_says_which() {
     // A server that answers 101 with a wrong accept key.

@@ -14,6 +14,7 @@ mod echo;
 mod http;
 mod http_limits;
 mod hub;
+mod hub_flood;
 mod keepalive;
 mod legacy;
 mod limits;

@@ -9,7 +9,13 @@
 //!
 //! Memory is measured as the process's peak RSS (`VmHWM`), which the other
 //! tests of this binary would blur: the test runs itself again in a process
-//! of its own.
+//! of its own, once per message size.
+//!
+//! The inbox counts payload bytes, but a message the server received is a
+//! view into the read buffer it arrived in, and keeps that whole buffer
+//! alive. A 256 KiB message has a buffer to itself; a message of just over
+//! half a read (33 KiB) leaves too little room behind it for the next, so it
+//! pins a 64 KiB buffer: the worst case, nearly twice its size.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -25,8 +31,12 @@ use crate::util::{RawClient, connect, frame, frame_header, start, upgrade_reques
 /// holds. Written out here so that the test keeps the documented bound if
 /// the constant is ever raised.
 const INBOX_BYTES: u64 = 64 << 20;
-/// Each flood message's payload.
-const MESSAGE: usize = 256 << 10;
+/// Each flood's message size: one read buffer per message, and the
+/// size that pins the most read buffer per payload byte.
+const MESSAGES: [usize; 2] = [256 << 10, 33 << 10];
+/// The read a connection makes between frames (`conn::task::MAX_READ`): a
+/// buffer holds a frame of up to this whole, or one larger exactly.
+const MAX_READ: u64 = 64 << 10;
 /// Each connection's write queue bound (`Server::max_backpressure`).
 const BACKPRESSURE: usize = 1 << 20;
 /// Worker 1 stays blocked until this much was published to it: four times
@@ -47,10 +57,17 @@ const CHILD_TEST: &str = "hub_flood::flood_in_a_process_of_its_own";
 
 #[test]
 fn a_publish_flood_into_a_stalled_worker_holds_at_most_the_inbox_bound() {
+    for message in MESSAGES {
+        flood_in_a_child(message);
+    }
+}
+
+/// Runs [`flood_in_a_process_of_its_own`] with `message` bytes a message.
+fn flood_in_a_child(message: usize) {
     let mut child = Command::new(std::env::current_exe().expect("the test binary"))
         .args([CHILD_TEST, "--exact", "--ignored", "--nocapture"])
         .args(["--test-threads", "1"])
-        .env(CHILD, "1")
+        .env(CHILD, message.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -73,7 +90,7 @@ fn a_publish_flood_into_a_stalled_worker_holds_at_most_the_inbox_bound() {
     let _ = std::io::stdout().write_all(stdout.as_bytes());
     assert!(status.success(), "the flood failed:\n{stdout}\n{stderr}");
     assert!(
-        stdout.contains("flood: "),
+        stdout.contains("flood of "),
         "the flood did not run:\n{stdout}"
     );
 }
@@ -88,9 +105,9 @@ struct Seen {
 #[tokio::test]
 #[ignore = "run by a_publish_flood_into_a_stalled_worker_holds_at_most_the_inbox_bound, alone in its process"]
 async fn flood_in_a_process_of_its_own() {
-    if std::env::var_os(CHILD).is_none() {
+    let Some(message) = std::env::var(CHILD).ok().and_then(|m| m.parse().ok()) else {
         return;
-    }
+    };
     let published = Arc::new(AtomicU64::new(0));
     let server = Server::new()
         .workers(2)
@@ -216,7 +233,7 @@ async fn flood_in_a_process_of_its_own() {
     let tcp = flooder.stream.into_std().expect("a std socket");
     let flooding = tokio::task::spawn_blocking({
         let stop = stop.clone();
-        move || flood(tcp, &stop)
+        move || flood(tcp, message, &stop)
     });
     let started = Instant::now();
     let released = tokio::time::timeout(Duration::from_secs(15), staller.recv())
@@ -279,23 +296,25 @@ async fn flood_in_a_process_of_its_own() {
     assert_eq!(hub.room_len("room"), READERS + SILENT, "nobody was closed");
     drop((silent, idle));
 
-    // What the flood may make the process hold: the inbox's bound; for each
-    // member, its write queue (bound plus one message) and its read buffer
-    // on this side when it reads; the flooder's read buffer (two frames,
-    // with those the inbox pins) and each thread's pool of read buffers.
+    // What the flood may make the process hold: the inbox's bound, with
+    // the read buffers its messages pin; for each member, its write queue
+    // (bound plus one message) and its read buffer on this side when it
+    // reads; the flooder's read buffer and each thread's pool of them.
     let members = (READERS + SILENT) as u64;
-    let frame_room = (MESSAGE + 14) as u64;
-    let budget = INBOX_BYTES
-        + members * (BACKPRESSURE + MESSAGE) as u64
+    let frame_room = (message + 14) as u64;
+    let pinned = INBOX_BYTES * frame_room.max(MAX_READ) / message as u64;
+    let budget = pinned
+        + members * (BACKPRESSURE + message) as u64
         + READERS as u64 * 2 * frame_room
         + 2 * frame_room
         + 2 * (1 << 20)
         + SLACK;
     let growth = after.peak.saturating_sub(before.rss);
     println!(
-        "flood: {} MiB published in {:.1} s ({} MiB while worker 1 was blocked); \
+        "flood of {} KiB messages: {} MiB published in {:.1} s ({} MiB while worker 1 was blocked); \
          {dropped} fan-outs dropped; members that read got {delivered:?} flood messages; \
          RSS before {} MiB, peak {} MiB: growth {} MiB, budget {} MiB",
+        message >> 10,
         flooded >> 20,
         flood_time.as_secs_f64(),
         stalled_bytes >> 20,
@@ -328,16 +347,20 @@ async fn raw(addr: std::net::SocketAddr, path: &str) -> RawClient {
     client
 }
 
-/// Writes binary messages of `MESSAGE` bytes (a sequence number first),
+/// Writes binary messages of `message` bytes (a sequence number first),
 /// masked with a zero key, until `stop`; returns the socket and the next
 /// sequence number.
-fn flood(mut tcp: std::net::TcpStream, stop: &AtomicBool) -> (std::net::TcpStream, u64) {
+fn flood(
+    mut tcp: std::net::TcpStream,
+    message: usize,
+    stop: &AtomicBool,
+) -> (std::net::TcpStream, u64) {
     tcp.set_nonblocking(false).expect("blocking");
     tcp.set_write_timeout(Some(Duration::from_secs(5)))
         .expect("write timeout");
-    let mut frame = frame_header(0x2, MESSAGE as u64, Some([0; 4]));
+    let mut frame = frame_header(0x2, message as u64, Some([0; 4]));
     let header = frame.len();
-    frame.resize(header + MESSAGE, 0xab);
+    frame.resize(header + message, 0xab);
     let mut seq = 0u64;
     let until = Instant::now() + Duration::from_secs(20);
     while !stop.load(Ordering::Relaxed) && Instant::now() < until {

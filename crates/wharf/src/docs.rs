@@ -168,7 +168,12 @@ pub mod runtime {
     //! is in one shard, and each inbox is first in, first out: every member
     //! gets each message exactly once, in the order its sender published.
     //! An inbox holds at most 64 MiB; past it, hand-overs to that worker are
-    //! dropped and counted (`Hub::fanouts_dropped`).
+    //! dropped and counted (`Hub::fanouts_dropped`). It counts payload
+    //! bytes, and a message received from a client is a view that keeps its
+    //! whole read buffer: up to nearly twice its size (a message just over
+    //! half a 64 KiB read). Flooded with a worker blocked
+    //! (`tests/it/hub_flood.rs`), the process grew 65 MiB with 256 KiB
+    //! messages and 96 MiB with 33 KiB ones (400 MiB without the bound).
     //!
     //! ## On 16 and 64 cores (expected, not measured here)
     //!

@@ -53,7 +53,7 @@ use wharf_proto::{
 use crate::body::Body;
 use crate::caps::{self, AcceptErrors, Caps, Full, HttpSlot, Slot};
 use crate::conn::task::{Driver, Keepalive, Lifecycle, OnMessage, Settings, Task};
-use crate::conn::{Client, Connection, Info, Shared, SlowClient};
+use crate::conn::{Client, Connection, Info, Receiver, Shared, SlowClient};
 use crate::error::{Error, ErrorKind};
 use crate::forwarded::{self, Cidr, ForwardedHeader, Remote};
 use crate::head::{self, Head, Prefixed};
@@ -1464,8 +1464,10 @@ fn open(
         Some(ConnectionHandler::Messages) => {
             {
                 let mut inner = shared.lock();
-                inner.detached = true;
-                inner.callback = settings.on_message.is_some();
+                inner.receiver = match settings.on_message {
+                    Some(_) => Receiver::Callback,
+                    None => Receiver::Driver,
+                };
             }
             (shared, None, None)
         }

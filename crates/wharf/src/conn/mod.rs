@@ -275,12 +275,8 @@ pub(crate) struct Inner {
     /// Kept here, where it costs no space, rather than in the driver, whose
     /// future must stay within 128 bytes.
     pub(crate) write_shut: bool,
-    /// The handler's `Connection` is gone: nobody calls `recv`, so the
-    /// driver takes the events itself.
-    pub(crate) detached: bool,
-    /// Detached from the start, and served by the server's message
-    /// callback (`Server::on_message`), which the driver calls.
-    pub(crate) callback: bool,
+    /// Who takes the core's events: `recv`, or the driver itself.
+    pub(crate) receiver: Receiver,
     /// Messages dropped under [`SlowClient::Drop`] (saturating): 32 bits fit
     /// in this struct's padding.
     dropped: u32,
@@ -290,6 +286,19 @@ pub(crate) struct Inner {
     /// Set once somebody watches the ready state or waits to send: most
     /// connections never do, and pay 8 bytes for it.
     watchers: Option<Box<Watchers>>,
+}
+
+/// Who takes a connection's events (one byte, in `Inner`'s padding).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub(crate) enum Receiver {
+    /// The handler's `Connection` (`recv`, the `Stream`).
+    Handler,
+    /// Nobody: the `Connection` is gone (or never was), so the driver
+    /// takes the events and drops them, completing the close handshake.
+    Driver,
+    /// The server's message callback (`Server::on_message`), which the
+    /// driver calls with each message.
+    Callback,
 }
 
 /// Who waits on a connection besides its handler's `recv`.
@@ -329,8 +338,7 @@ impl Shared {
                 driver_waker: None,
                 read_paused: false,
                 write_shut: false,
-                detached: false,
-                callback: false,
+                receiver: Receiver::Handler,
                 dropped: 0,
                 ended: None,
                 watchers: None,
@@ -1245,7 +1253,7 @@ impl Stream for ReadHalf {
 impl Drop for Connection {
     fn drop(&mut self) {
         let mut inner = self.client.shared.lock();
-        inner.detached = true;
+        inner.receiver = Receiver::Driver;
         while let Some(event) = inner.proto.poll_event() {
             if matches!(event, wharf_proto::Event::Close(_)) {
                 inner.publish_state();

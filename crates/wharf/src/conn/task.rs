@@ -40,7 +40,7 @@ use wharf_proto::{
     Transmit,
 };
 
-use super::{Client, End, Shared, SlowClient, wheel};
+use super::{Client, End, Receiver, Shared, SlowClient, wheel};
 use crate::caps::Caps;
 use crate::error::Disconnect;
 use crate::hub::Hub;
@@ -330,7 +330,7 @@ fn dispatch(shared: &Arc<Shared>, buf: &mut BytesMut) {
             tracing::error!(id = shared.id, peer = %shared.info.peer(), panic = panic_text(&*panic), "message callback panicked; closing with 1011");
             Counters::add(&shared.stats().handler_panics, 1);
             let mut inner = shared.lock();
-            inner.callback = false;
+            inner.receiver = Receiver::Driver;
             let _ = inner
                 .proto
                 .close(CloseCode::INTERNAL_ERROR, "internal error");
@@ -787,13 +787,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             inner = self.shared.lock();
             let _ = inner.proto.finish_inflation(job);
         }
-        if inner.detached {
-            if inner.callback {
+        match inner.receiver {
+            Receiver::Handler => {}
+            Receiver::Driver => inner.drain(&mut self.read_buf),
+            Receiver::Callback => {
                 drop(inner);
                 dispatch(&self.shared, &mut self.read_buf);
                 inner = self.shared.lock();
-            } else {
-                inner.drain(&mut self.read_buf);
             }
         }
         let limited = inner.proto.take_rate_limited();

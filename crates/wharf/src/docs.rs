@@ -175,19 +175,53 @@ pub mod runtime {
     //! (`tests/it/hub_flood.rs`), the process grew 65 MiB with 256 KiB
     //! messages and 96 MiB with 33 KiB ones (400 MiB without the bound).
     //!
-    //! ## On 16 and 64 cores (expected, not measured here)
+    //! ## On 16 and 64 cores (expected from what 2 cores measured)
     //!
     //! Echo and chat traffic between a connection and its own handler never
     //! leaves its worker, and the counters are per-thread tallies, so they
     //! scale with the cores until the NIC or the kernel's network stack
-    //! does not. A broadcast costs its publisher one inbox push and one
-    //! wake per other worker (about 0.1 µs and 1 µs), then each worker
-    //! delivers to its own members in parallel: on 64 cores a publisher can
-    //! hand over some 15,000 to 150,000 broadcasts a second, and deliveries
-    //! scale with the workers. Publishers to one room share the read side
-    //! of one directory stripe, the one cache line that moves between cores
-    //! on that path. The load test takes `--server-cpus N` to measure this
-    //! on a larger machine.
+    //! does not. A publish splits into two costs, measured in CPU time by
+    //! `cargo bench -p wharf --bench publish` (`docs/BENCHMARKS.md`):
+    //!
+    //! - **Serial, on the publisher's worker**: about 0.3 µs for the publish
+    //!   (the message encoded once, the room's directory stripe read, its own
+    //!   shard's members queued), plus about 0.1 µs per other worker with
+    //!   members (one push on that worker's inbox), more when that inbox
+    //!   was empty and its worker must be woken: 0.1 to 0.3 µs measured
+    //!   here, about 1 µs (a system call) for a worker asleep in the kernel.
+    //! - **Parallel, on each worker**: taking the hand-over, then 0.1 to
+    //!   0.3 µs per member (the frame queued, the member's task woken on its
+    //!   own thread, the frame written), whatever the number of workers.
+    //!
+    //! A publisher into a room with members on every worker therefore spends
+    //! about 0.3 + 0.1 × (workers − 1) µs: some 550,000 publishes a second on
+    //! 16 cores and 150,000 on 64 (60,000 and 15,000 while the other workers
+    //! are idle and every hand-over wakes one; under load, inboxes batch).
+    //! Publishers on different workers run in parallel, so publishes in all
+    //! grow with the publishers until the receiving workers are busy: each
+    //! takes every publish that reaches it (0.1 µs) and delivers to its
+    //! members: into rooms with 5 members on every worker, publishes in all
+    //! top out near a million a second, on 16 cores as on 64, since every
+    //! worker takes every publish. Deliveries scale
+    //! with the workers: 3 to 10 million a second each, 50 to 150 million on
+    //! 16 cores and 200 to 600 million on 64, far more than a NIC carries in
+    //! frames this small (100 million 34-byte frames a second are 27 Gbit/s
+    //! before TCP/IP), so on a real network the NIC and the kernel's
+    //! per-packet work bind first.
+    //!
+    //! Two cache lines move between cores on this path: a room's directory
+    //! stripe (its read lock's count, written by every publish to a room of
+    //! that stripe) and each worker's inbox (its lock, written by every
+    //! publisher that hands over to it). At 2 cores neither shows: one room
+    //! for all publishers costs what a room each does. On 64 cores a line
+    //! costs 0.1 to 0.3 µs per transfer, which bounds one hot room, and each
+    //! inbox, at a few million publishes a second: above what a worker
+    //! delivers anyway. A publish from a thread that is no worker
+    //! ([`Hub::publish`](crate::Hub::publish) from a plain thread) queues to
+    //! every member itself and pays per member (0.15 to 0.3 µs each, a wake
+    //! across threads), not per worker: on many cores, publish from a
+    //! worker. The load test takes `--server-cpus N` to measure all this on
+    //! a larger machine.
     //!
     //! ## Timers
     //!

@@ -28,6 +28,13 @@
 //! samples; the server drops rather than closes a member over its bound
 //! ([`SlowClient::Drop`]) and the bench reports any drop.
 //!
+//! Wall time on a small machine mixes the publishers with the delivery
+//! running beside them, so after each server's groups the bench also
+//! prints CPU time: per publish, what the publishers spent in `publish`
+//! (their threads' CPU clocks; the serial cost), and for `deliver` per
+//! delivery, the server's and the clients' share of the process's. Those
+//! are the figures that carry over to more cores (`docs/BENCHMARKS.md`).
+//!
 //! ```text
 //! cargo bench -p wharf --bench publish            # the whole matrix, under 3 minutes
 //! cargo bench -p wharf --bench publish -- thread/w2

@@ -34,6 +34,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use hashbrown::HashTable;
 use tokio::sync::Notify;
 use wharf_proto::{CloseCode, Message};
 
@@ -124,7 +125,7 @@ struct Inner {
 struct Shard {
     /// Ids handed out on this shard: `seq * shards + index + 1`.
     next: AtomicU64,
-    clients: Mutex<HashMap<u64, Entry>>,
+    clients: Mutex<Clients>,
     rooms: Mutex<HashMap<Box<str>, HashMap<u64, Client>>>,
     inbox: Inbox,
     /// The coarse timer of the shard's connections.
@@ -145,16 +146,40 @@ impl Room {
     }
 }
 
-struct Entry {
-    client: Client,
-    /// Boxed: most connections join no room, and every byte here is paid
-    /// per connection (and again for the table's spare capacity): 8 bytes
-    /// here against 24 for an empty `Vec`.
-    #[expect(
-        clippy::box_collection,
-        reason = "a thin pointer, allocated only on join"
-    )]
-    rooms: Option<Box<Vec<String>>>,
+/// A shard's open connections. Every byte of a table slot is paid per
+/// connection, and again for the table's spare capacity: the table holds
+/// only the `Client` (8 bytes, its id inside), the rooms joined are kept
+/// apart for the connections that joined any.
+#[derive(Default)]
+struct Clients {
+    table: HashTable<Client>,
+    joined: HashMap<u64, Vec<String>>,
+}
+
+impl Clients {
+    /// Ids are handed out in sequence, never chosen by a peer: a
+    /// multiplicative hash spreads them, high bits (which the table's
+    /// control bytes use) included.
+    fn hash(id: u64) -> u64 {
+        id.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+
+    fn get(&self, id: u64) -> Option<&Client> {
+        self.table.find(Self::hash(id), |c| c.id() == id)
+    }
+
+    fn insert(&mut self, client: Client) {
+        self.table
+            .insert_unique(Self::hash(client.id()), client, |c| Self::hash(c.id()));
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Client> {
+        let entry = self
+            .table
+            .find_entry(Self::hash(id), |c| c.id() == id)
+            .ok()?;
+        Some(entry.remove().0)
+    }
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -278,16 +303,14 @@ impl Hub {
     pub fn clients(&self) -> Vec<Client> {
         let mut all = Vec::with_capacity(self.len());
         for shard in &self.inner.shards {
-            all.extend(lock(&shard.clients).values().map(|e| e.client.clone()));
+            all.extend(lock(&shard.clients).table.iter().cloned());
         }
         all
     }
 
     /// The connection with this id, if it is open.
     pub fn get(&self, id: u64) -> Option<Client> {
-        lock(&self.shard_of(id).clients)
-            .get(&id)
-            .map(|e| e.client.clone())
+        lock(&self.shard_of(id).clients).get(id).cloned()
     }
 
     /// Sends to every open connection; returns how many queued it (or, on
@@ -311,12 +334,12 @@ impl Hub {
         let index = self.shard_index(id);
         let shard = &self.inner.shards[index];
         let mut clients = lock(&shard.clients);
-        let Some(entry) = clients.get_mut(&id) else {
+        let Some(client) = clients.get(id) else {
             return false;
         };
         let mut rooms = lock(&shard.rooms);
         let members = rooms.entry(room.into()).or_default();
-        if members.insert(id, entry.client.clone()).is_some() {
+        if members.insert(id, client.clone()).is_some() {
             return false;
         }
         let mut directory = write(self.stripe(room));
@@ -327,7 +350,7 @@ impl Hub {
         dir.members[index] += 1;
         self.room_changed(room, dir.total());
         drop(directory);
-        entry.rooms.get_or_insert_default().push(room.to_owned());
+        clients.joined.entry(id).or_default().push(room.to_owned());
         true
     }
 
@@ -337,8 +360,11 @@ impl Hub {
         let index = self.shard_index(id);
         let shard = &self.inner.shards[index];
         let mut clients = lock(&shard.clients);
-        if let Some(rooms) = clients.get_mut(&id).and_then(|e| e.rooms.as_mut()) {
+        if let Some(rooms) = clients.joined.get_mut(&id) {
             rooms.retain(|r| r != room);
+            if rooms.is_empty() {
+                clients.joined.remove(&id);
+            }
         }
         let mut rooms = lock(&shard.rooms);
         self.remove_member(&mut rooms, index, room, id)
@@ -381,7 +407,7 @@ impl Hub {
             },
             None => {
                 for (count, shard) in counts.iter_mut().zip(self.inner.shards.iter()) {
-                    *count = u32::try_from(lock(&shard.clients).len()).unwrap_or(u32::MAX);
+                    *count = u32::try_from(lock(&shard.clients).table.len()).unwrap_or(u32::MAX);
                 }
             }
         }
@@ -445,8 +471,9 @@ impl Hub {
     /// The rooms connection `id` is in.
     pub fn rooms_of(&self, id: u64) -> Vec<String> {
         lock(&self.shard_of(id).clients)
+            .joined
             .get(&id)
-            .and_then(|e| e.rooms.as_deref().cloned())
+            .cloned()
             .unwrap_or_default()
     }
 
@@ -480,13 +507,9 @@ impl Hub {
     /// the flag is read after the insertion, under the table's lock, so a
     /// connection is either seen by `close_all`'s snapshot or sees the flag.
     pub(crate) fn insert(&self, client: Client) {
-        let entry = Entry {
-            client: client.clone(),
-            rooms: None,
-        };
         let closing = {
             let mut clients = lock(&self.shard_of(client.id()).clients);
-            clients.insert(client.id(), entry);
+            clients.insert(client.clone());
             self.inner.len.fetch_add(1, Ordering::SeqCst);
             self.inner.closing.load(Ordering::SeqCst)
         };
@@ -499,12 +522,12 @@ impl Hub {
         let index = self.shard_index(id);
         let shard = &self.inner.shards[index];
         let mut clients = lock(&shard.clients);
-        let Some(entry) = clients.remove(&id) else {
+        if clients.remove(id).is_none() {
             return;
-        };
-        if let Some(joined) = &entry.rooms {
+        }
+        if let Some(joined) = clients.joined.remove(&id) {
             let mut rooms = lock(&shard.rooms);
-            for room in joined.iter() {
+            for room in &joined {
                 self.remove_member(&mut rooms, index, room, id);
             }
         }
@@ -567,12 +590,7 @@ impl Shard {
             }
             None => {
                 let clients = lock(&self.clients);
-                frames.deliver(
-                    clients
-                        .iter()
-                        .filter(|&(id, _)| Some(*id) != except)
-                        .map(|(_, e)| &e.client),
-                )
+                frames.deliver(clients.table.iter().filter(|c| Some(c.id()) != except))
             }
         }
     }

@@ -226,7 +226,7 @@ pub mod runtime {
     //! ## Timers
     //!
     //! A deadline at least a second away (keepalive, write and close
-    //! timeouts) waits on its worker's wheel: a 16-byte slot, swept every
+    //! timeouts) waits on its worker's wheel: a 12-byte slot, swept every
     //! 250 ms by one task per worker, never early and at most one tick late.
     //! Nearer deadlines get a tokio timer of their own. An idle connection
     //! with keepalive therefore holds no timer allocation.

@@ -660,6 +660,21 @@ impl Connection {
         Some(event)
     }
 
+    /// The next event if it is a message ([`Event::Message`]), leaving
+    /// anything else (the peer's close, a message over the rate limit, a
+    /// violation) for [`Connection::poll_event`]: for a transport that
+    /// takes a run of messages at once and hands them on with its lock
+    /// released, so that their replies still go out before a close echo.
+    pub fn poll_message(&mut self) -> Option<Message> {
+        if !matches!(self.events.front(), Some(Event::Message(_))) {
+            return None;
+        }
+        match self.events.pop_front() {
+            Some(Event::Message(m)) => Some(m),
+            _ => None,
+        }
+    }
+
     /// The next frame to write, if any.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         let t = self.transmits.pop_front()?;

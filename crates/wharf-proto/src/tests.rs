@@ -230,6 +230,36 @@ fn close_echo_follows_replies_to_earlier_messages() {
 }
 
 #[test]
+fn poll_message_takes_a_run_of_messages_and_stops_at_the_close() {
+    let mut conn = Connection::server(Limits::default());
+    let mut input = frame(true, 1, b"one");
+    input.extend(frame(true, 2, b"two"));
+    input.extend(frame(true, 8, &close_payload(1000, b"")));
+    conn.receive(&mut BytesMut::from(&input[..])).unwrap();
+    let one = conn.poll_message().unwrap();
+    let two = conn.poll_message().unwrap();
+    // The close stays queued, and with it the state: replies still go out.
+    assert!(conn.poll_message().is_none());
+    assert_eq!(conn.state(), State::Open);
+    conn.send(one).unwrap();
+    conn.send(two).unwrap();
+    assert!(matches!(conn.poll_event(), Some(Event::Close(_))));
+    assert_eq!(
+        conn.poll_transmit().unwrap().to_vec(),
+        server_frame(OpCode::Text, b"one")
+    );
+    assert_eq!(
+        conn.poll_transmit().unwrap().to_vec(),
+        server_frame(OpCode::Binary, b"two")
+    );
+    assert_eq!(
+        conn.poll_transmit().unwrap().to_vec(),
+        server_frame(OpCode::Close, &1000u16.to_be_bytes())
+    );
+    assert!(conn.poll_message().is_none());
+}
+
+#[test]
 fn close_inside_fragmented_message_is_normal() {
     let mut input = frame(false, 1, b"part");
     input.extend(frame(true, 8, &close_payload(1000, b"")));

@@ -173,8 +173,8 @@ fn tallied(owner: usize, f: impl FnOnce(&Tally)) -> bool {
     })
 }
 
-fn bump(messages: &Cell<u64>, bytes: &Cell<u64>, n: usize) {
-    messages.set(messages.get() + 1);
+fn bump(messages: &Cell<u64>, bytes: &Cell<u64>, count: u64, n: usize) {
+    messages.set(messages.get() + count);
     bytes.set(bytes.get() + n as u64);
 }
 
@@ -186,15 +186,20 @@ impl Counters {
     /// Counts a message received by connection `conn` (its key, see
     /// [`Counters::tally`]).
     pub(crate) fn received(&self, conn: usize, bytes: usize) {
-        if !tallied(conn, |t| bump(&t.messages_in, &t.bytes_in, bytes)) {
-            Self::add(&self.messages_in, 1);
+        self.received_many(conn, 1, bytes);
+    }
+
+    /// Counts `count` messages of `bytes` in all received by `conn`.
+    pub(crate) fn received_many(&self, conn: usize, count: u64, bytes: usize) {
+        if !tallied(conn, |t| bump(&t.messages_in, &t.bytes_in, count, bytes)) {
+            Self::add(&self.messages_in, count);
             Self::add(&self.bytes_in, bytes as u64);
         }
     }
 
     /// Counts a message queued for connection `conn`.
     pub(crate) fn queued(&self, conn: usize, bytes: usize) {
-        if !tallied(conn, |t| bump(&t.messages_out, &t.bytes_out, bytes)) {
+        if !tallied(conn, |t| bump(&t.messages_out, &t.bytes_out, 1, bytes)) {
             Self::add(&self.messages_out, 1);
             Self::add(&self.bytes_out, bytes as u64);
         }

@@ -294,49 +294,63 @@ impl<S> Drop for Task<S> {
 /// is caught: it is logged, the connection is closed with 1011, and later
 /// messages are discarded.
 fn dispatch(shared: &Arc<Shared>, buf: &mut BytesMut) {
+    /// Messages taken under one lock.
+    const RUN: usize = 16;
     let Some(on_message) = &shared.settings.on_message else {
         return;
     };
     let mut client: Option<Client> = None;
     loop {
         let mut inner = shared.lock();
-        let message = match inner.proto.poll_event() {
-            Some(wharf_proto::Event::Message(m)) => m,
-            Some(wharf_proto::Event::Close(_)) => {
-                inner.publish_state();
-                continue;
-            }
-            // Over the rate limit under `Notify`: counted, not handed on.
-            Some(_) => continue,
-            None => {
-                if let Some(mut job) = inner.proto.take_inflation() {
-                    drop(inner);
-                    job.run();
-                    let _ = shared.lock().proto.finish_inflation(job);
-                } else if inner.proto.receive_pending() {
-                    let _ = inner.proto.receive(buf);
-                } else {
-                    return;
+        let mut run: [Option<Message>; RUN] = Default::default();
+        let (mut count, mut bytes) = (0, 0);
+        while count < RUN {
+            let Some(m) = inner.proto.poll_message() else {
+                break;
+            };
+            bytes += m.len();
+            run[count] = Some(m);
+            count += 1;
+        }
+        if count == 0 {
+            match inner.proto.poll_event() {
+                Some(wharf_proto::Event::Close(_)) => inner.publish_state(),
+                // Over the rate limit under `Notify`: counted, not handed on.
+                Some(_) => {}
+                None => {
+                    if let Some(mut job) = inner.proto.take_inflation() {
+                        drop(inner);
+                        job.run();
+                        let _ = shared.lock().proto.finish_inflation(job);
+                    } else if inner.proto.receive_pending() {
+                        let _ = inner.proto.receive(buf);
+                    } else {
+                        return;
+                    }
                 }
-                continue;
             }
-        };
+            continue;
+        }
         drop(inner);
-        shared.stats().received(shared.key(), message.len());
+        shared
+            .stats()
+            .received_many(shared.key(), count as u64, bytes);
         let client = client.get_or_insert_with(|| Client::new(shared.clone()));
-        if let Err(panic) =
-            std::panic::catch_unwind(AssertUnwindSafe(|| (on_message.0)(client, message)))
-        {
-            tracing::error!(id = shared.id, peer = %shared.info.peer(), panic = panic_text(&*panic), "message callback panicked; closing with 1011");
-            Counters::add(&shared.stats().handler_panics, 1);
-            let mut inner = shared.lock();
-            inner.receiver = Receiver::Driver;
-            let _ = inner
-                .proto
-                .close(CloseCode::INTERNAL_ERROR, "internal error");
-            inner.publish_state();
-            inner.drain(buf);
-            return;
+        for message in run.iter_mut().take(count).filter_map(Option::take) {
+            if let Err(panic) =
+                std::panic::catch_unwind(AssertUnwindSafe(|| (on_message.0)(client, message)))
+            {
+                tracing::error!(id = shared.id, peer = %shared.info.peer(), panic = panic_text(&*panic), "message callback panicked; closing with 1011");
+                Counters::add(&shared.stats().handler_panics, 1);
+                let mut inner = shared.lock();
+                inner.receiver = Receiver::Driver;
+                let _ = inner
+                    .proto
+                    .close(CloseCode::INTERNAL_ERROR, "internal error");
+                inner.publish_state();
+                inner.drain(buf);
+                return;
+            }
         }
     }
 }

@@ -401,7 +401,8 @@ impl Server {
     /// ([`Server::forwarded_header`]). The client is the right-most
     /// address in the chain that is not a trusted proxy; logs,
     /// [`Client::peer_addr`], [`Upgrade::peer_addr`] and the per-address
-    /// cap see it. See [`Remote`].
+    /// cap see it. See [`Remote`]. Under [`Server::proxy_protocol`], they
+    /// are also the only peers whose PROXY header is believed.
     #[must_use]
     pub fn trusted_proxies<I: IntoIterator<Item = Cidr>>(mut self, proxies: I) -> Self {
         self.trusted_proxies = proxies.into_iter().collect();
@@ -421,8 +422,12 @@ impl Server {
     /// Expects a PROXY protocol header (version 1 or 2) first on every
     /// connection (default: off), and takes the client's address from it.
     /// A missing or malformed header closes the connection; the header must
-    /// arrive within the handshake timeout. Turn it on only when every peer
-    /// that can reach the listener is a proxy that sends it.
+    /// arrive within the handshake timeout. With trusted proxies
+    /// ([`Server::trusted_proxies`]), a connection from any other address
+    /// is closed before its header is read: nobody else can claim to be
+    /// any client. Without them, every peer's header is believed (a
+    /// warning says so when the server starts): turn it on only when every
+    /// peer that can reach the listener is a proxy that sends it.
     #[must_use]
     pub fn proxy_protocol(mut self, on: bool) -> Self {
         self.proxy_protocol = on;
@@ -693,6 +698,12 @@ impl Server {
         signal: impl Future<Output = ()> + Send,
     ) -> Result<(), Error> {
         let workers = Workers::start(&self.settings.hub)?;
+        if self.proxy_protocol && self.trusted_proxies.is_empty() {
+            tracing::warn!(
+                "PROXY protocol on with no trusted proxy: every peer's header is believed; \
+                 name the proxies (trusted_proxies) so that nobody else can claim any address"
+            );
+        }
         let server = Arc::new(self);
         let (stop_tx, stop_rx) = watch::channel(false);
         // Every connection still in its HTTP phase holds a sender: the
@@ -861,6 +872,12 @@ impl Server {
         stream: &mut S,
         socket: SocketAddr,
     ) -> Option<SocketAddr> {
+        if !self.trusted_proxies.is_empty()
+            && !self.trusted_proxies.iter().any(|c| c.contains(socket.ip()))
+        {
+            tracing::debug!(%socket, "PROXY protocol from an address that is no trusted proxy; closing");
+            return None;
+        }
         match proxy_protocol::read(stream).await {
             Ok(proxy_protocol::Header::Proxied { source, .. }) => Some(source),
             Ok(proxy_protocol::Header::Local) => Some(socket),

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use http::Response;
 use tokio::sync::mpsc;
-use wharf::{Body, ForwardedHeader, Remote, Server};
+use wharf::{Body, Cidr, ForwardedHeader, Remote, Server};
 
 use crate::util::{RawClient, start, upgrade_request, within};
 
@@ -105,6 +105,35 @@ async fn plain_requests_carry_their_remote() {
     c.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.51.100.9\r\n\r\n")
         .await;
     assert_eq!(c.read_response().await.one_line_body(), "198.51.100.9:0");
+}
+
+/// With trusted proxies named, a PROXY header is believed only from them:
+/// anyone else who reaches the port cannot claim to be any client.
+#[tokio::test]
+async fn the_proxy_protocol_is_taken_only_from_trusted_proxies() {
+    let trusted: Cidr = "127.0.0.2/32".parse().unwrap();
+    let (server, mut rx) = observing(
+        Server::new()
+            .proxy_protocol(true)
+            .trusted_proxies([trusted]),
+    );
+    let addr = start(server).await;
+    let mut bytes = b"PROXY TCP4 203.0.113.5 127.0.0.1 5555 80\r\n".to_vec();
+    bytes.extend_from_slice(upgrade_request("/", &[]).as_bytes());
+    // From 127.0.0.1, no trusted proxy: closed unanswered.
+    let mut c = RawClient::connect(addr).await;
+    c.write(&bytes).await;
+    within("closed unanswered", c.expect_eof()).await;
+    // From 127.0.0.2, the proxy: served, as the client it names.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let stream = socket.connect(addr).await.expect("connect from 127.0.0.2");
+    let mut c = RawClient::from_stream(stream);
+    c.write(&bytes).await;
+    assert_eq!(c.read_response().await.status, 101);
+    let (_, peer, socket) = seen(&mut rx).await;
+    assert_eq!(peer, "203.0.113.5:5555".parse().unwrap());
+    assert_eq!(socket.ip().to_string(), "127.0.0.2");
 }
 
 #[tokio::test]

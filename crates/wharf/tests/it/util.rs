@@ -212,6 +212,15 @@ impl RawClient {
         }
     }
 
+    /// A client on a stream connected by the caller (from an address of
+    /// its choosing, say), before any handshake.
+    pub(crate) fn from_stream(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     /// Connects and completes a valid opening handshake on `/`, asserting
     /// the `101` and its accept key.
     pub(crate) async fn handshake(addr: SocketAddr) -> Self {

@@ -354,6 +354,15 @@ impl Shared {
 
     /// Queues an encoded frame under the slow-client policy.
     pub(crate) fn send_encoded(&self, t: Transmit) -> Result<(), SendError> {
+        let len = self.queue_encoded(t)?;
+        self.count_out(len);
+        Ok(())
+    }
+
+    /// Queues an encoded frame under the slow-client policy, uncounted:
+    /// returns its payload's length, for a caller that counts many
+    /// (a broadcast).
+    pub(crate) fn queue_encoded(&self, t: Transmit) -> Result<usize, SendError> {
         let mut inner = self.lock();
         if inner.proto.state() != State::Open || inner.ended.is_some() {
             return Err(SendError::Closed);
@@ -364,9 +373,7 @@ impl Shared {
         let len = t.payload().len();
         inner.proto.send_encoded(t)?;
         self.frames_queued(&mut inner);
-        drop(inner);
-        self.count_out(len);
-        Ok(())
+        Ok(len)
     }
 
     pub(crate) fn count_out(&self, len: usize) {

@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 use wharf_proto::{Message, Transmit};
 
 use crate::conn::Client;
+use crate::stats::Counters;
 
 /// The deflate parameters that decide a shareable compressed frame.
 type DeflateKey = (u8, u32, usize);
@@ -62,11 +63,28 @@ impl Frames {
         // locked once per kind of receiver, not once per receiver.
         let mut local: Vec<(DeflateKey, Option<Transmit>)> = Vec::new();
         let mut queued = 0;
+        // The plain frames queued, counted once at the end rather than per
+        // receiver (two atomic adds each): the receivers of one hub share
+        // its counters.
+        let mut plain: Option<(&Counters, u64)> = None;
         for client in receivers {
             let shared = client.shared();
             let sent = match shared.deflate() {
                 _ if shared.legacy().is_some() => self.legacy.send(shared, &self.message),
-                None => shared.send_encoded(self.plain.clone()),
+                None => match shared.queue_encoded(self.plain.clone()) {
+                    Ok(_) => {
+                        let counters = shared.stats();
+                        match &mut plain {
+                            Some((c, n)) if std::ptr::eq(*c, counters) => *n += 1,
+                            _ => {
+                                flush_plain(plain.take(), self.len());
+                                plain = Some((counters, 1));
+                            }
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                },
                 Some(p) if p.shareable() => {
                     let key = (p.server_max_window_bits, p.level, p.threshold);
                     let frame = match local.iter().find(|(k, _)| *k == key) {
@@ -83,7 +101,16 @@ impl Frames {
             };
             queued += usize::from(sent.is_ok());
         }
+        flush_plain(plain, self.len());
         queued
+    }
+}
+
+/// Counts `n` plain frames of `len` payload bytes queued.
+fn flush_plain(plain: Option<(&Counters, u64)>, len: usize) {
+    if let Some((counters, n)) = plain {
+        Counters::add(&counters.messages_out, n);
+        Counters::add(&counters.bytes_out, n * len as u64);
     }
 }
 

@@ -366,6 +366,11 @@ impl Connection {
         })
     }
 
+    /// Whether a compressed message waits for [`Connection::take_inflation`].
+    pub fn has_inflation(&self) -> bool {
+        self.rare.as_ref().is_some_and(|r| r.compressed.is_some())
+    }
+
     /// Whether an [`Inflation`] is out (taken and not yet finished).
     pub fn is_inflating(&self) -> bool {
         self.inflating

@@ -164,6 +164,11 @@ thread_local! {
     /// the same turn: `recv` waiting in that handler needs no wake (a wake
     /// would only poll the task once more).
     static HANDLER_NEXT: Cell<bool> = const { Cell::new(false) };
+    /// Set once the driver being polled has inflated a message: one a poll
+    /// (at most `max_message_size` of output), then it yields, so that
+    /// input cheap to send and costly to inflate delays only its own
+    /// connection.
+    static INFLATED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// One iovec of a vectored write: a run of the cork buffer, or (part of) a
@@ -183,6 +188,8 @@ struct Status {
     paused: bool,
     /// `receive` stopped early and nothing waits: parse the rest.
     reparse: bool,
+    /// A compressed message waits to be inflated.
+    inflation: bool,
     /// Output waited unwritten at the last flush.
     stalled: bool,
     /// A deadline ended the connection.
@@ -318,7 +325,16 @@ fn dispatch(shared: &Arc<Shared>, buf: &mut BytesMut) {
                 // Over the rate limit under `Notify`: counted, not handed on.
                 Some(_) => {}
                 None => {
-                    if let Some(mut job) = inner.proto.take_inflation() {
+                    if inner.proto.has_inflation() {
+                        // One inflation a poll (`INFLATED`): this one now,
+                        // or the next in the driver's next poll.
+                        if INFLATED.get() {
+                            return;
+                        }
+                        let Some(mut job) = inner.proto.take_inflation() else {
+                            return;
+                        };
+                        INFLATED.set(true);
                         drop(inner);
                         job.run();
                         let _ = shared.lock().proto.finish_inflation(job);
@@ -481,6 +497,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
 
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Disconnect> {
         let mut budget = READ_BUDGET;
+        INFLATED.set(false);
         for _ in 0..MAX_ROUNDS {
             let mut progress = false;
             let (status, flush) = self.flush(cx);
@@ -488,6 +505,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
                 Flush::Wrote => progress = true,
                 Flush::Failed => return Poll::Ready(self.end(End::Reset)),
                 Flush::Empty | Flush::Blocked => {}
+            }
+            if status.inflation && INFLATED.get() && !status.finished {
+                // One inflation a poll: the next one in the next.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
             if let Some(why) = status.expired {
                 return Poll::Ready(self.expire(cx, why));
@@ -775,6 +797,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             // Past the end of input, reading only looks for the peer's FIN.
             paused: events && !inner.proto.is_input_done(),
             reparse: !events && inner.proto.receive_pending(),
+            inflation: inner.proto.has_inflation(),
             stalled: inner.proto.is_stalled(),
             expired: inner.proto.expired(),
             deadline: inner.proto.poll_timeout(),
@@ -793,9 +816,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             inner.proto.handle_input(now);
         }
         let _ = inner.proto.receive(&mut self.read_buf);
-        if let Some(mut job) = inner.proto.take_inflation() {
+        if let Some(mut job) = (!INFLATED.get())
+            .then(|| inner.proto.take_inflation())
+            .flatten()
+        {
             // The costly part, without the lock that broadcasts to this
-            // connection take: at most one message per call.
+            // connection take: at most one message per poll.
+            INFLATED.set(true);
             drop(inner);
             job.run();
             inner = self.shared.lock();

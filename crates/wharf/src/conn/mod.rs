@@ -479,8 +479,14 @@ impl Inner {
                 self.publish_state();
             }
             debug_assert!(!self.proto.is_inflating(), "drained during an inflation");
-            if let Some(job) = self.proto.take_inflation() {
-                let _ = self.proto.finish_inflation(job);
+            if self.proto.has_inflation() {
+                // One inflation a poll: the driver, woken, takes the next.
+                if !task::inflate_now() {
+                    return;
+                }
+                if let Some(job) = self.proto.take_inflation() {
+                    let _ = self.proto.finish_inflation(job);
+                }
             } else if self.proto.receive_pending() {
                 let _ = self.proto.receive(buf);
             } else {

@@ -326,15 +326,14 @@ fn dispatch(shared: &Arc<Shared>, buf: &mut BytesMut) {
                 Some(_) => {}
                 None => {
                     if inner.proto.has_inflation() {
-                        // One inflation a poll (`INFLATED`): this one now,
-                        // or the next in the driver's next poll.
-                        if INFLATED.get() {
+                        // One inflation a poll: this one now, or the next
+                        // in the driver's next poll.
+                        if !inflate_now() {
                             return;
                         }
                         let Some(mut job) = inner.proto.take_inflation() else {
                             return;
                         };
-                        INFLATED.set(true);
                         drop(inner);
                         job.run();
                         let _ = shared.lock().proto.finish_inflation(job);
@@ -369,6 +368,12 @@ fn dispatch(shared: &Arc<Shared>, buf: &mut BytesMut) {
             }
         }
     }
+}
+
+/// Whether the driver being polled may inflate a message now: once a
+/// poll (`INFLATED`), which this call uses up.
+pub(crate) fn inflate_now() -> bool {
+    !INFLATED.replace(true)
 }
 
 /// A panic's message, if it has one.
@@ -816,13 +821,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Driver<S> {
             inner.proto.handle_input(now);
         }
         let _ = inner.proto.receive(&mut self.read_buf);
-        if let Some(mut job) = (!INFLATED.get())
+        if let Some(mut job) = (inner.proto.has_inflation() && inflate_now())
             .then(|| inner.proto.take_inflation())
             .flatten()
         {
             // The costly part, without the lock that broadcasts to this
             // connection take: at most one message per poll.
-            INFLATED.set(true);
             drop(inner);
             job.run();
             inner = self.shared.lock();

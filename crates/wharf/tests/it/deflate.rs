@@ -298,3 +298,68 @@ async fn connections_interleaved_on_one_thread_get_only_their_own_bytes() {
     .await
     .expect("every echo within 60 s");
 }
+
+/// A connection nobody receives from (its handler returned at once) still
+/// inflates one message a driver poll, then yields: a flood of small frames
+/// that each inflate to 64 KiB must not stall the other connections of its
+/// worker. Were the driver to inflate all it has read in one poll (256 KiB
+/// of frames: thousands of messages), the echo below would wait seconds.
+#[tokio::test]
+async fn a_compressed_flood_nobody_receives_does_not_stall_the_worker() {
+    const FLOOD: usize = 3_000;
+    let server = Server::new()
+        .deflate(Some(DeflateConfig::shared()))
+        .route("/flood", |_conn| async {})
+        .route("/echo", |mut conn| async move {
+            while let Some(m) = conn.recv().await {
+                let _ = conn.try_send(m);
+            }
+        });
+    let addr = start(server).await;
+    let mut echo = RawClient::connect(addr).await;
+    echo.write(upgrade_request("/echo", &[]).as_bytes()).await;
+    assert_eq!(echo.read_response().await.status, 101);
+    let mut flooder = RawClient::connect(addr).await;
+    flooder
+        .write(upgrade_request("/flood", &[OFFER]).as_bytes())
+        .await;
+    let res = flooder.read_response().await;
+    assert!(res.header("sec-websocket-extensions").is_some(), "{res:?}");
+    let bomb = compressed_frame(0x2, &deflate(&vec![0; 64 << 10]));
+    let flood = bomb.repeat(FLOOD);
+    let started = std::time::Instant::now();
+    let writer = tokio::spawn(async move {
+        flooder.write(&flood).await;
+        flooder
+    });
+    let mut worst = std::time::Duration::ZERO;
+    let mut rounds = 0;
+    let mut written = None;
+    // On while the flood is written, and 2 s more while it is inflated.
+    while written
+        .is_none_or(|at: std::time::Instant| at.elapsed() < std::time::Duration::from_secs(2))
+    {
+        if written.is_none() && writer.is_finished() {
+            written = Some(std::time::Instant::now());
+        }
+        let sent = std::time::Instant::now();
+        echo.write(&crate::util::frame(0x1, b"ping?", Some(MASK)))
+            .await;
+        let back = tokio::time::timeout(std::time::Duration::from_secs(20), echo.read_frame())
+            .await
+            .expect("the echo came back");
+        assert_eq!(back.payload, b"ping?");
+        worst = worst.max(sent.elapsed());
+        rounds += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let _flooder = writer.await.expect("writer");
+    eprintln!(
+        "{FLOOD} bombs written in {:?}; {rounds} echoes meanwhile, the slowest {worst:?}",
+        started.elapsed()
+    );
+    assert!(
+        worst < std::time::Duration::from_millis(500),
+        "an echo waited {worst:?} behind the flood"
+    );
+}

@@ -425,7 +425,7 @@ impl Connection {
         // Kept with the deadlines' instants (the clock exists for the
         // connection's life once made): a connection is mostly idle state.
         let clock = self.clock.get_or_insert_with(|| Box::new(Clock::new(now)));
-        clock.rate = Some(Box::new(Rate::new(limit, now)));
+        clock.set_rate(Rate::new(limit, now));
         self
     }
 
@@ -435,7 +435,7 @@ impl Connection {
     pub fn take_rate_limited(&mut self) -> u32 {
         self.clock
             .as_mut()
-            .and_then(|c| c.rate.as_mut())
+            .and_then(|c| c.rate())
             .map_or(0, |r| std::mem::take(&mut r.limited))
     }
 
@@ -694,11 +694,10 @@ impl Connection {
     /// the time the messages in it are charged to the rate limit).
     pub fn handle_input(&mut self, now: Instant) {
         if let Some(clock) = &mut self.clock {
-            if let Some(rate) = &mut clock.rate {
+            if let Some(rate) = clock.rate() {
                 rate.input(now);
             }
-            clock.heard = now;
-            clock.pinged = false;
+            clock.heard(now);
         }
     }
 
@@ -722,8 +721,7 @@ impl Connection {
         let clock = self.clock.get_or_insert_with(|| Box::new(Clock::new(now)));
         if wrote {
             // A peer whose window opened is alive.
-            clock.heard = now;
-            clock.pinged = false;
+            clock.heard(now);
             clock.set_stalled(Some(now));
         } else if clock.stalled().is_none() {
             clock.set_stalled(Some(now));
@@ -782,8 +780,7 @@ impl Connection {
             // Input is paused while the application holds messages back,
             // or while the peer takes no output (the write deadline judges
             // that): the silence is ours, not the peer's.
-            clock.heard = now;
-            clock.pinged = false;
+            clock.heard(now);
         }
         let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
         if due(clock.close_at(l)) {
@@ -791,12 +788,12 @@ impl Connection {
         } else if due(clock.write_at(l)) {
             self.expire(Expired::Write);
         } else if open && due(clock.keepalive_at(l)) {
-            if clock.pinged {
+            if clock.pinged() {
                 self.expire(Expired::Keepalive);
                 self.discard_transmits();
                 let _ = self.close(CloseCode::GOING_AWAY, "keepalive timeout");
             } else {
-                clock.pinged = true;
+                clock.set_pinged();
                 if self.legacy.is_none() {
                     // The drafts have no ping: their silence is only timed.
                     let _ = self.ping(Bytes::new());
@@ -1139,7 +1136,7 @@ impl Connection {
     /// it, by the limit's action: an error (failing the connection), no
     /// event, or an [`Event::RateLimited`].
     fn deliver(&mut self, message: Message) -> Result<(), ProtocolError> {
-        if let Some(rate) = self.clock.as_mut().and_then(|c| c.rate.as_deref_mut())
+        if let Some(rate) = self.clock.as_mut().and_then(|c| c.rate())
             && !rate.admit(message.len())
         {
             rate.limited = rate.limited.saturating_add(1);

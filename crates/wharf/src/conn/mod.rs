@@ -89,7 +89,8 @@ pub struct Connection {
 pub(crate) struct Info {
     peer: Peer,
     /// The request target (path and query) followed by the subprotocol:
-    /// one string rather than two saves 8 bytes per connection.
+    /// one string rather than two saves 8 bytes per connection. Empty for
+    /// "/" without a subprotocol.
     text: Box<str>,
     /// Where the subprotocol starts in `text`; `u32::MAX` without one.
     protocol_at: u32,
@@ -182,7 +183,14 @@ impl Info {
         };
         Self {
             peer: Peer::new(peer),
-            text: text.into_boxed_str(),
+            // The commonest target, "/" without a subprotocol, is kept as
+            // the empty string, which allocates nothing (no request target
+            // is empty).
+            text: if protocol_at == u32::MAX && text == "/" {
+                Box::default()
+            } else {
+                text.into_boxed_str()
+            },
             protocol_at,
             counted,
             legacy: None,
@@ -239,6 +247,7 @@ impl Info {
     /// The request target: path and query.
     fn target(&self) -> &str {
         match self.protocol_at {
+            u32::MAX if self.text.is_empty() => "/",
             u32::MAX => &self.text,
             at => &self.text[..at as usize],
         }
@@ -1314,7 +1323,31 @@ impl fmt::Debug for ReadHalf {
 }
 #[cfg(test)]
 mod tests {
-    use super::Peer;
+    use super::{Info, Peer};
+
+    #[test]
+    fn the_request_target_and_subprotocol_survive_their_one_string() {
+        let peer = "127.0.0.1:1".parse().unwrap();
+        for (target, protocol) in [
+            ("/", None),
+            ("/", Some("chat")),
+            ("/?", None),
+            ("/a/b?c=d", None),
+            ("/a/b?c=d", Some("v2.chat")),
+        ] {
+            let info = Info::new(
+                peer,
+                target.into(),
+                protocol,
+                None,
+                http::Extensions::new(),
+                None,
+                None,
+                false,
+            );
+            assert_eq!((info.target(), info.protocol()), (target, protocol));
+        }
+    }
 
     #[test]
     fn a_peer_address_survives_its_compact_form() {

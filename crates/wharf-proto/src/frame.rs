@@ -288,6 +288,25 @@ impl Transmit {
         Self::raw(&[0xff, 0x00], Bytes::new())
     }
 
+    /// Several encoded frames, in order, as one transmit: copied into one
+    /// buffer, which every connection that queues the result shares. For a
+    /// run of broadcast frames queued on many connections: one queue entry
+    /// and one reference count per connection instead of one per frame.
+    /// The frames are what [`Connection::send_encoded`] takes (unmasked,
+    /// final); [`Transmit::payload`] is then the frames' bytes, headers
+    /// included.
+    ///
+    /// [`Connection::send_encoded`]: crate::Connection::send_encoded
+    pub fn concat<'a>(frames: impl IntoIterator<Item = &'a Self> + Clone) -> Self {
+        let len = frames.clone().into_iter().map(Self::len).sum();
+        let mut buf = bytes::BytesMut::with_capacity(len);
+        for t in frames {
+            buf.extend_from_slice(t.header());
+            buf.extend_from_slice(&t.payload);
+        }
+        Self::raw(&[], buf.freeze())
+    }
+
     /// A frame from raw header bytes (at most [`MAX_HEADER_LEN`]).
     fn raw(header: &[u8], payload: Bytes) -> Self {
         let mut buf = [0u8; MAX_HEADER_LEN];
@@ -326,7 +345,8 @@ impl Transmit {
         usize::from(self.header_len) + self.payload.len()
     }
 
-    /// Always false: a frame has at least a one-byte header.
+    /// Always false: a frame has at least a one-byte header (and frames
+    /// joined by [`Transmit::concat`] are at least one frame).
     pub fn is_empty(&self) -> bool {
         false
     }
@@ -348,6 +368,36 @@ mod tests {
 
     fn decode(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
         FrameHeader::decode(buf)
+    }
+
+    #[test]
+    fn concatenated_frames_reach_a_client_as_their_messages_in_order() {
+        let messages = [
+            Message::from("first"),
+            Message::from(vec![7u8; 300]),
+            Message::from(""),
+            Message::from(vec![1u8; 70_000]),
+        ];
+        let frames: Vec<Transmit> = messages.iter().cloned().map(Transmit::message).collect();
+        let joined = Transmit::concat(&frames);
+        let wire: Vec<u8> = frames.iter().flat_map(Transmit::to_vec).collect();
+        assert_eq!(joined.to_vec(), wire);
+        assert_eq!(joined.len(), wire.len());
+        let mut client = crate::Connection::client(crate::Limits::default(), || [1, 2, 3, 4]);
+        let mut buf = bytes::BytesMut::from(&wire[..]);
+        let mut got = Vec::new();
+        loop {
+            client.receive(&mut buf).unwrap();
+            while let Some(event) = client.poll_event() {
+                if let crate::Event::Message(m) = event {
+                    got.push(m);
+                }
+            }
+            if !client.receive_pending() {
+                break;
+            }
+        }
+        assert_eq!(got, messages);
     }
 
     #[test]

@@ -356,6 +356,9 @@ impl Shared {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Broadcasts this thread holds back (`hub::cork`) go first: whatever
+        // is done under this lock comes after them.
+        crate::hub::release();
         // Nothing done under this lock can panic halfway through an update
         // that later users would trip over, so a poisoned lock is recovered.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -369,9 +372,8 @@ impl Shared {
     }
 
     /// Queues an encoded frame under the slow-client policy, uncounted:
-    /// returns its payload's length, for a caller that counts many
-    /// (a broadcast).
-    pub(crate) fn queue_encoded(&self, t: Transmit) -> Result<usize, SendError> {
+    /// returns its payload's length.
+    fn queue_encoded(&self, t: Transmit) -> Result<usize, SendError> {
         let mut inner = self.lock();
         if inner.proto.state() != State::Open || inner.ended.is_some() {
             return Err(SendError::Closed);
@@ -383,6 +385,55 @@ impl Shared {
         inner.proto.send_encoded(t)?;
         self.frames_queued(&mut inner);
         Ok(len)
+    }
+
+    /// Queues encoded frames in order under the slow-client policy, with
+    /// one lock and one wake for them all, uncounted: returns how many
+    /// messages were queued and their payloads' length, for a caller that
+    /// counts many (a broadcast). `joined` is the same run as one transmit
+    /// (`Transmit::concat`), with its message count and payload length,
+    /// queued whole if it fits. Past the bound, `SlowClient::Drop` drops
+    /// the frames that do not fit; `SlowClient::Close` closes the
+    /// connection and queues no more.
+    pub(crate) fn queue_encoded_run(
+        &self,
+        joined: Option<(&Transmit, usize, usize)>,
+        run: impl Iterator<Item = Transmit>,
+    ) -> (usize, usize) {
+        let mut inner = self.lock();
+        let (mut n, mut bytes) = (0, 0);
+        match joined {
+            Some((t, messages, payload))
+                if inner.proto.state() == State::Open
+                    && inner.ended.is_none()
+                    && !self.over_bound(&inner, t.len()) =>
+            {
+                if inner.proto.send_encoded(t.clone()).is_ok() {
+                    (n, bytes) = (messages, payload);
+                }
+            }
+            _ => {
+                for t in run {
+                    if inner.proto.state() != State::Open || inner.ended.is_some() {
+                        break;
+                    }
+                    if self.over_bound(&inner, t.len()) {
+                        let _ = self.overflow(&mut inner);
+                        continue;
+                    }
+                    let len = t.payload().len();
+                    if inner.proto.send_encoded(t).is_err() {
+                        break;
+                    }
+                    n += 1;
+                    bytes += len;
+                }
+            }
+        }
+        if n > 0 {
+            self.frames_queued(&mut inner);
+        }
+        (n, bytes)
     }
 
     pub(crate) fn count_out(&self, len: usize) {

@@ -351,21 +351,33 @@ fn dispatch(shared: &Arc<Shared>, buf: &mut BytesMut) {
             .stats()
             .received_many(shared.key(), count as u64, bytes);
         let client = client.get_or_insert_with(|| Client::new(shared.clone()));
-        for message in run.iter_mut().take(count).filter_map(Option::take) {
-            if let Err(panic) =
-                std::panic::catch_unwind(AssertUnwindSafe(|| (on_message.0)(client, message)))
-            {
-                tracing::error!(id = shared.id, peer = %shared.info.peer(), panic = panic_text(&*panic), "message callback panicked; closing with 1011");
-                Counters::add(&shared.stats().handler_panics, 1);
-                let mut inner = shared.lock();
-                inner.receiver = Receiver::Driver;
-                let _ = inner
-                    .proto
-                    .close(CloseCode::INTERNAL_ERROR, "internal error");
-                inner.publish_state();
-                inner.drain(buf);
-                return;
+        let mut call = || {
+            for message in run.iter_mut().take(count).filter_map(Option::take) {
+                if let Err(panic) =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| (on_message.0)(client, message)))
+                {
+                    return Some(panic);
+                }
             }
+            None
+        };
+        // A run's broadcasts go out together when it ends (`hub::cork`).
+        let panicked = if count > 1 {
+            crate::hub::corked(call)
+        } else {
+            call()
+        };
+        if let Some(panic) = panicked {
+            tracing::error!(id = shared.id, peer = %shared.info.peer(), panic = panic_text(&*panic), "message callback panicked; closing with 1011");
+            Counters::add(&shared.stats().handler_panics, 1);
+            let mut inner = shared.lock();
+            inner.receiver = Receiver::Driver;
+            let _ = inner
+                .proto
+                .close(CloseCode::INTERNAL_ERROR, "internal error");
+            inner.publish_state();
+            inner.drain(buf);
+            return;
         }
     }
 }

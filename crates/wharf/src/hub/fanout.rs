@@ -53,66 +53,110 @@ impl Frames {
         frame
     }
 
-    /// Queues the message for every receiver: the plain frame for
-    /// connections without compression, a shared compressed frame for those
-    /// whose compressor keeps no context, a compression of their own only
-    /// for connections with server context takeover. Returns how many
-    /// receivers queued it.
-    pub(crate) fn deliver<'a>(&self, receivers: impl Iterator<Item = &'a Client>) -> usize {
-        // This call's own copy of the cache, so that the shared one is
-        // locked once per kind of receiver, not once per receiver.
-        let mut local: Vec<(DeflateKey, Option<Transmit>)> = Vec::new();
+    /// Queues a run of messages, in order, for every receiver: the plain
+    /// frames for connections without compression (each receiver locked
+    /// and woken once for the whole run), a shared compressed frame for
+    /// those whose compressor keeps no context, a compression of their own
+    /// only for connections with server context takeover. Returns how many
+    /// deliveries were queued.
+    pub(crate) fn deliver<'a>(run: &[&Self], receivers: impl Iterator<Item = &'a Client>) -> usize {
+        // This call's own copy of each message's cache, so that the shared
+        // one is locked once per kind of receiver, not once per receiver.
+        let mut local: Vec<Vec<(DeflateKey, Option<Transmit>)>> = vec![Vec::new(); run.len()];
         let mut queued = 0;
         // The plain frames queued, counted once at the end rather than per
         // receiver (two atomic adds each): the receivers of one hub share
         // its counters.
-        let mut plain: Option<(&Counters, u64)> = None;
+        let mut plain = Tally::default();
+        // A run of small frames joined into one buffer, shared by every
+        // plain receiver: one queue entry, one reference count and one
+        // gather per receiver for the whole run.
+        let joined = (run.len() > 1)
+            .then(|| run.iter().map(|f| f.plain.len()).sum::<usize>())
+            .filter(|&len| len <= JOIN_BYTES)
+            .map(|_| {
+                let joined = Transmit::concat(run.iter().map(|f| &f.plain));
+                let payload = run.iter().map(|f| f.len()).sum::<usize>();
+                (joined, payload)
+            });
         for client in receivers {
             let shared = client.shared();
-            let sent = match shared.deflate() {
-                _ if shared.legacy().is_some() => self.legacy.send(shared, &self.message),
-                None => match shared.queue_encoded(self.plain.clone()) {
-                    Ok(_) => {
-                        let counters = shared.stats();
-                        match &mut plain {
-                            Some((c, n)) if std::ptr::eq(*c, counters) => *n += 1,
-                            _ => {
-                                flush_plain(plain.take(), self.len());
-                                plain = Some((counters, 1));
-                            }
-                        }
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                },
-                Some(p) if p.shareable() => {
-                    let key = (p.server_max_window_bits, p.level, p.threshold);
-                    let frame = match local.iter().find(|(k, _)| *k == key) {
-                        Some((_, frame)) => frame.clone(),
-                        None => {
-                            let frame = self.deflated(key, client);
-                            local.push((key, frame.clone()));
-                            frame
-                        }
-                    };
-                    shared.send_encoded(frame.unwrap_or_else(|| self.plain.clone()))
-                }
-                Some(_) => client.try_send(self.message.clone()),
-            };
-            queued += usize::from(sent.is_ok());
+            if shared.deflate().is_none() && shared.legacy().is_none() {
+                let (n, bytes) = shared.queue_encoded_run(
+                    joined.as_ref().map(|(t, payload)| (t, run.len(), *payload)),
+                    run.iter().map(|f| f.plain.clone()),
+                );
+                plain.add(shared.stats(), n, bytes);
+                queued += n;
+                continue;
+            }
+            for (frames, local) in run.iter().zip(local.iter_mut()) {
+                queued += usize::from(frames.deliver_to(client, local).is_ok());
+            }
         }
-        flush_plain(plain, self.len());
+        plain.flush();
         queued
+    }
+
+    /// Queues the message for a receiver with compression or a legacy
+    /// draft.
+    fn deliver_to(
+        &self,
+        client: &Client,
+        local: &mut Vec<(DeflateKey, Option<Transmit>)>,
+    ) -> Result<(), crate::error::SendError> {
+        let shared = client.shared();
+        match shared.deflate() {
+            _ if shared.legacy().is_some() => self.legacy.send(shared, &self.message),
+            None => shared.send_encoded(self.plain.clone()),
+            Some(p) if p.shareable() => {
+                let key = (p.server_max_window_bits, p.level, p.threshold);
+                let frame = match local.iter().find(|(k, _)| *k == key) {
+                    Some((_, frame)) => frame.clone(),
+                    None => {
+                        let frame = self.deflated(key, client);
+                        local.push((key, frame.clone()));
+                        frame
+                    }
+                };
+                shared.send_encoded(frame.unwrap_or_else(|| self.plain.clone()))
+            }
+            Some(_) => client.try_send(self.message.clone()),
+        }
     }
 }
 
-/// Counts `n` plain frames of `len` payload bytes queued.
-fn flush_plain(plain: Option<(&Counters, u64)>, len: usize) {
-    if let Some((counters, n)) = plain {
-        Counters::add(&counters.messages_out, n);
-        Counters::add(&counters.bytes_out, n * len as u64);
+/// Plain frames queued by one delivery pass, counted at its end: the
+/// receivers of one hub share their counters.
+#[derive(Default)]
+struct Tally<'a> {
+    counters: Option<&'a Counters>,
+    messages: u64,
+    bytes: u64,
+}
+
+impl<'a> Tally<'a> {
+    fn add(&mut self, counters: &'a Counters, messages: usize, bytes: usize) {
+        if !self.counters.is_some_and(|c| std::ptr::eq(c, counters)) {
+            self.flush();
+            self.counters = Some(counters);
+        }
+        self.messages += messages as u64;
+        self.bytes += bytes as u64;
+    }
+
+    fn flush(&mut self) {
+        if let Some(counters) = self.counters.take() {
+            Counters::add(&counters.messages_out, std::mem::take(&mut self.messages));
+            Counters::add(&counters.bytes_out, std::mem::take(&mut self.bytes));
+        }
     }
 }
+
+/// The most bytes of a run's frames joined into one buffer for its plain
+/// receivers (`Frames::deliver`): past it, copying costs more than the
+/// queue entries it saves.
+const JOIN_BYTES: usize = 16 << 10;
 
 /// What a worker hands another: one message for its members of a room, or
 /// for all its connections.

@@ -24,6 +24,7 @@
 //! across an `.await`.
 
 pub(crate) mod backplane;
+mod cork;
 mod fanout;
 mod legacy;
 mod presence;
@@ -38,6 +39,7 @@ use hashbrown::HashTable;
 use tokio::sync::Notify;
 use wharf_proto::{CloseCode, Message};
 
+pub(crate) use self::cork::{corked, release};
 use self::fanout::{Fanout, Frames, Inbox};
 use crate::conn::Client;
 use crate::conn::wheel::Wheel;
@@ -48,6 +50,9 @@ pub use self::presence::{Departure, Member};
 
 /// The most workers (shards) a hub has: a room's shards fit in a `u64`.
 pub(crate) const MAX_SHARDS: usize = 64;
+/// The most messages delivered as one run (each receiver locked once for
+/// them): bounds how long a delivery pass holds a shard's tables.
+const MAX_RUN: usize = 64;
 /// Directory stripes: publishes to different rooms rarely share a lock.
 const STRIPES: usize = 64;
 
@@ -314,7 +319,8 @@ impl Hub {
     }
 
     /// Sends to every open connection; returns how many queued it (or, on
-    /// another worker, were handed it).
+    /// another worker, were handed it; or, held back until a message
+    /// callback's run of messages ends, how many it will be handed to).
     pub fn broadcast(&self, message: impl Into<Message>) -> usize {
         let message = message.into();
         self.forward(Target::All, &message);
@@ -331,6 +337,8 @@ impl Hub {
     /// Adds connection `id` to `room` (created on first join). Returns
     /// whether it was added: `false` if it was already there or is not open.
     pub fn join(&self, room: &str, id: u64) -> bool {
+        // Messages held back before the join are not for the new member.
+        release();
         let index = self.shard_index(id);
         let shard = &self.inner.shards[index];
         let mut clients = lock(&shard.clients);
@@ -357,6 +365,8 @@ impl Hub {
     /// Removes connection `id` from `room` (dropped once empty). Returns
     /// whether it was a member.
     pub fn leave(&self, room: &str, id: u64) -> bool {
+        // Messages held back before the leave are still for the member.
+        release();
         let index = self.shard_index(id);
         let shard = &self.inner.shards[index];
         let mut clients = lock(&shard.clients);
@@ -371,7 +381,8 @@ impl Hub {
     }
 
     /// Sends to every member of `room`; returns how many queued it (or, on
-    /// another worker, were handed it).
+    /// another worker, were handed it; or, held back until a message
+    /// callback's run of messages ends, how many it will be handed to).
     pub fn publish(&self, room: &str, message: impl Into<Message>) -> usize {
         let message = message.into();
         self.forward(Target::Room(room), &message);
@@ -387,10 +398,41 @@ impl Hub {
 
     /// Delivers on this thread's shard (or on every shard, from a thread
     /// that is no worker of this hub) and hands the message to the other
-    /// shards that have receivers: the same frames, encoded once.
+    /// shards that have receivers: the same frames, encoded once. Held back
+    /// instead while this thread runs a message callback over a run of
+    /// messages (see `cork`).
     fn fan_out(&self, room: Option<&str>, message: Message, except: Option<u64>) -> usize {
+        let message = match cork::hold(self, room, except, message) {
+            Ok(()) => return self.receivers(room).iter().map(|&n| n as usize).sum(),
+            Err(message) => message,
+        };
+        self.fan_out_run(room, vec![message], except)
+    }
+
+    /// Receivers per shard, from the directory (a room) or the tables.
+    fn receivers(&self, room: Option<&str>) -> [u32; MAX_SHARDS] {
+        let mut counts = [0u32; MAX_SHARDS];
+        match room {
+            Some(room) => {
+                if let Some(dir) = read(self.stripe(room)).get(room) {
+                    counts[..dir.members.len()].copy_from_slice(&dir.members);
+                }
+            }
+            None => {
+                for (count, shard) in counts.iter_mut().zip(self.inner.shards.iter()) {
+                    *count = u32::try_from(lock(&shard.clients).table.len()).unwrap_or(u32::MAX);
+                }
+            }
+        }
+        counts
+    }
+
+    /// [`Hub::fan_out`] for messages in order to the same receivers: on
+    /// this thread's shard each receiver takes the whole run at once.
+    fn fan_out_run(&self, room: Option<&str>, run: Vec<Message>, except: Option<u64>) -> usize {
         let Some(here) = self.here() else {
-            let frames = Frames::new(message);
+            let frames: Vec<Frames> = run.into_iter().map(Frames::new).collect();
+            let frames: Vec<&Frames> = frames.iter().collect();
             return self
                 .inner
                 .shards
@@ -398,38 +440,54 @@ impl Hub {
                 .map(|shard| shard.deliver(room, &frames, except))
                 .sum();
         };
-        // Receivers per shard, from the directory (a room) or the tables.
-        let mut counts = [0u32; MAX_SHARDS];
-        match room {
-            Some(room) => match read(self.stripe(room)).get(room) {
-                Some(dir) => counts[..dir.members.len()].copy_from_slice(&dir.members),
-                None => return 0,
-            },
-            None => {
-                for (count, shard) in counts.iter_mut().zip(self.inner.shards.iter()) {
-                    *count = u32::try_from(lock(&shard.clients).table.len()).unwrap_or(u32::MAX);
-                }
-            }
+        let counts = self.receivers(room);
+        if counts.iter().all(|&n| n == 0) {
+            return 0;
         }
-        let job = Arc::new(Fanout {
-            frames: Frames::new(message),
-            room: room.map(Into::into),
-            except,
-        });
+        let jobs: Vec<Arc<Fanout>> = run
+            .into_iter()
+            .map(|message| {
+                Arc::new(Fanout {
+                    frames: Frames::new(message),
+                    room: room.map(Into::into),
+                    except,
+                })
+            })
+            .collect();
         let mut reached = 0;
         for (index, shard) in self.inner.shards.iter().enumerate() {
             if counts[index] == 0 {
                 continue;
             }
             if index == here {
-                reached += shard.deliver(room, &job.frames, except);
-            } else if shard.inbox.push(job.clone()) {
-                reached += counts[index] as usize;
+                let frames: Vec<&Frames> = jobs.iter().map(|job| &job.frames).collect();
+                reached += shard.deliver(room, &frames, except);
             } else {
-                self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+                for job in &jobs {
+                    if shard.inbox.push(job.clone()) {
+                        reached += counts[index] as usize;
+                    } else {
+                        self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
             }
         }
         reached
+    }
+
+    /// Delivers messages held back (see `cork`), in order: consecutive
+    /// messages to the same receivers as one run.
+    fn deliver_held(&self, held: &mut Vec<cork::Held>) {
+        let mut held = held.drain(..).peekable();
+        while let Some(first) = held.next() {
+            let mut run = vec![first.message];
+            while let Some(next) = held.next_if(|h| {
+                run.len() < MAX_RUN && h.room == first.room && h.except == first.except
+            }) {
+                run.push(next.message);
+            }
+            self.fan_out_run(first.room.as_deref(), run, first.except);
+        }
     }
 
     /// Delivers what other workers handed shard `index`, as they arrive;
@@ -437,8 +495,20 @@ impl Hub {
     pub(crate) async fn run_inbox(self, index: usize) {
         let shard = &self.inner.shards[index];
         loop {
-            for job in shard.inbox.take().await {
-                shard.deliver(job.room.as_deref(), &job.frames, job.except);
+            let jobs = shard.inbox.take().await;
+            // Consecutive fan-outs to the same receivers as one run: each
+            // receiver takes them at once (`Frames::deliver`).
+            let mut rest = jobs.iter().peekable();
+            let mut run: Vec<&Frames> = Vec::new();
+            while let Some(first) = rest.next() {
+                run.clear();
+                run.push(&first.frames);
+                while let Some(next) = rest.next_if(|j| {
+                    run.len() < MAX_RUN && j.room == first.room && j.except == first.except
+                }) {
+                    run.push(&next.frames);
+                }
+                shard.deliver(first.room.as_deref(), &run, first.except);
             }
         }
     }
@@ -572,16 +642,18 @@ impl Hub {
 }
 
 impl Shard {
-    /// Delivers `frames` to this shard's receivers: the members of `room`,
-    /// or every connection. Returns how many queued it.
-    fn deliver(&self, room: Option<&str>, frames: &Frames, except: Option<u64>) -> usize {
+    /// Delivers a run of messages' `frames` to this shard's receivers: the
+    /// members of `room`, or every connection. Returns how many deliveries
+    /// were queued (for one message: how many receivers queued it).
+    fn deliver(&self, room: Option<&str>, frames: &[&Frames], except: Option<u64>) -> usize {
         match room {
             Some(room) => {
                 let rooms = lock(&self.rooms);
                 let Some(members) = rooms.get(room) else {
                     return 0;
                 };
-                frames.deliver(
+                Frames::deliver(
+                    frames,
                     members
                         .iter()
                         .filter(|&(id, _)| Some(*id) != except)
@@ -590,7 +662,10 @@ impl Shard {
             }
             None => {
                 let clients = lock(&self.clients);
-                frames.deliver(clients.table.iter().filter(|c| Some(c.id()) != except))
+                Frames::deliver(
+                    frames,
+                    clients.table.iter().filter(|c| Some(c.id()) != except),
+                )
             }
         }
     }

@@ -185,6 +185,139 @@ async fn a_callback_joins_rooms_and_publishes_across_workers() {
     }
 }
 
+/// The commands of the burst tests' callback.
+fn commands(hub: wharf::Hub) -> impl Fn(&wharf::Client, wharf::Message) + Send + Sync + 'static {
+    move |client, message| {
+        let text = message.as_text().unwrap_or_default().to_owned();
+        match text.split_once(' ') {
+            Some(("pub", n)) => {
+                hub.publish("r", n.to_owned());
+            }
+            // A publish, then a message to the sender itself, a member.
+            Some(("pubme", n)) => {
+                hub.publish("r", n.to_owned());
+                let _ = client.try_send(format!("ack {n}"));
+            }
+            Some(("join", id)) => {
+                hub.join("r", id.parse().expect("an id"));
+            }
+            Some(("leave", id)) => {
+                hub.leave("r", id.parse().expect("an id"));
+            }
+            _ if text == "hello" => {
+                client.join("r");
+                let _ = client.try_send(client.id().to_string());
+            }
+            _ if text == "id" => {
+                let _ = client.try_send(client.id().to_string());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Reads text messages until `last`, which must come.
+async fn texts_until(ws: &mut crate::util::Ws, last: &str) -> Vec<String> {
+    let mut got = Vec::new();
+    loop {
+        match within("published", ws.next()).await {
+            Some(Event::Message(m)) => {
+                let text = m.as_text().expect("text").to_owned();
+                if text == last {
+                    return got;
+                }
+                got.push(text);
+            }
+            other => panic!("expected a message, got {other:?} after {got:?}"),
+        }
+    }
+}
+
+/// A publisher's burst arrives in one read and runs through the callback
+/// as runs of messages, whose publishes are held back and delivered per
+/// run (`hub::cork`). Whatever the callback does between them must still
+/// see them in order: a message to the publisher itself after each
+/// publish comes after it, on one worker and across two.
+#[tokio::test]
+async fn a_burst_of_publishes_keeps_its_order_with_the_callbacks_own_sends() {
+    for workers in [1, 2] {
+        let server = Server::new().workers(workers);
+        let hub = server.hub();
+        let addr = start(server.on_message(commands(hub.clone()))).await;
+        let mut members = Vec::new();
+        for _ in 0..3 {
+            let mut ws = connect(addr, "/").await;
+            ws.send("hello").await.expect("send");
+            texts_until_any(&mut ws).await;
+            members.push(ws);
+        }
+        let mut publisher = members.remove(0);
+        // Queued at once: the client writes them together.
+        for i in 0..400 {
+            publisher.try_send(format!("pubme {i}")).expect("queued");
+        }
+        publisher.try_send("pub end").expect("queued");
+        let mut want: Vec<String> = Vec::new();
+        for i in 0..400 {
+            want.push(format!("{i}"));
+            want.push(format!("ack {i}"));
+        }
+        assert_eq!(
+            texts_until(&mut publisher, "end").await,
+            want,
+            "{workers} workers"
+        );
+        let want: Vec<String> = (0..400).map(|i| format!("{i}")).collect();
+        for ws in &mut members {
+            assert_eq!(texts_until(ws, "end").await, want, "{workers} workers");
+        }
+    }
+}
+
+/// Reads one message (a greeting's answer).
+async fn texts_until_any(ws: &mut crate::util::Ws) -> String {
+    match within("answer", ws.next()).await {
+        Some(Event::Message(m)) => m.as_text().expect("text").to_owned(),
+        other => panic!("expected an answer, got {other:?}"),
+    }
+}
+
+/// Joins and leaves in the middle of a burst of publishes cut it where
+/// they stand: a member who joins gets only what is published after, one
+/// who leaves everything published before, as if every publish had been
+/// delivered at once (one worker: delivery is immediate there).
+#[tokio::test]
+async fn joins_and_leaves_in_a_burst_cut_it_where_they_stand() {
+    let server = Server::new().workers(1);
+    let hub = server.hub();
+    let addr = start(server.on_message(commands(hub.clone()))).await;
+    let mut publisher = connect(addr, "/").await;
+    publisher.send("hello").await.expect("send");
+    texts_until_any(&mut publisher).await;
+    let mut early = connect(addr, "/").await;
+    early.send("hello").await.expect("send");
+    let early_id = texts_until_any(&mut early).await;
+    // `late` joins only when the burst says so.
+    let mut late = connect(addr, "/").await;
+    late.send("id").await.expect("send");
+    let late_id = texts_until_any(&mut late).await;
+    let mut burst = Vec::new();
+    burst.extend((0..100).map(|i| format!("pub {i}")));
+    burst.push(format!("join {late_id}"));
+    burst.extend((100..200).map(|i| format!("pub {i}")));
+    burst.push(format!("leave {early_id}"));
+    burst.extend((200..300).map(|i| format!("pub {i}")));
+    burst.push(format!("join {early_id}"));
+    burst.push("pub end".to_owned());
+    for m in burst {
+        publisher.try_send(m).expect("queued");
+    }
+    let seq = |r: std::ops::Range<usize>| r.map(|i| i.to_string()).collect::<Vec<_>>();
+    assert_eq!(texts_until(&mut publisher, "end").await, seq(0..300));
+    assert_eq!(texts_until(&mut early, "end").await, seq(0..200));
+    assert_eq!(texts_until(&mut late, "end").await, seq(100..300));
+}
+
 /// An attacker's echo flood: 64 KiB messages as fast as the socket takes
 /// them, for 3 s, never reading a reply. Were the callback path to read on
 /// while replies pile up, the queue would grow at the flood's rate (GiBs

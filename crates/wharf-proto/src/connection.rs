@@ -1242,8 +1242,10 @@ impl Connection {
 
 mod hixie;
 
+/// Whether `t` is a pong frame. Frames joined by [`Transmit::concat`] have
+/// no header of their own, and are broadcast data, never a pong.
 fn is_pong(t: &Transmit) -> bool {
-    t.header()[0] & 0x0f == 0xa
+    t.header().first().is_some_and(|b| b & 0x0f == 0xa)
 }
 
 impl fmt::Debug for Connection {

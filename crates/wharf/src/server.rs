@@ -620,13 +620,13 @@ impl Server {
     /// Messages read together (a publisher's burst) reach the callback as a
     /// run, and what it broadcasts or publishes during the run is held back
     /// until the run ends, then delivered together: each receiver takes the
-    /// run's frames at once, joined in one buffer when they are small. No
-    /// receiver can tell but by the clock: anything else the callback does
-    /// to a connection or to the hub's rooms (a send, a close, a join) lets
-    /// what is held go first, so every receiver still gets each sender's
-    /// messages in order, and a member who joins gets only what is
-    /// published after. (A broadcast held back returns how many receivers
-    /// it will be handed to.)
+    /// run's frames at once, joined in one buffer when they are small.
+    /// Anything else the callback itself does to a connection or to the
+    /// hub's rooms (a send, a close, a join) lets what is held go first, so
+    /// every receiver still gets each sender's messages in order, and a
+    /// member the callback adds gets only what it publishes after. (A
+    /// broadcast held back returns how many receivers it will be handed
+    /// to, counting one that `broadcast_except` or `publish_except` skips.)
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), wharf::Error> {

@@ -138,6 +138,42 @@ fn keepalive_pings_after_silence_then_closes_1001() {
     assert_eq!(&close[2..4], &1001u16.to_be_bytes());
 }
 
+/// Broadcast frames joined into one transmit (`Transmit::concat`) have no
+/// header of their own: pongs queued behind them, and a ping flood that
+/// replaces the last pong, must not take them for a frame with one.
+#[test]
+fn pongs_queue_behind_joined_broadcast_frames() {
+    let mut conn = Connection::server(Limits::default());
+    let frames: Vec<crate::Transmit> = ["a", "b", "c"]
+        .into_iter()
+        .map(|t| crate::Transmit::message(crate::Message::from(t)))
+        .collect();
+    let joined = crate::Transmit::concat(&frames);
+    conn.send_encoded(joined.clone()).unwrap();
+    let mut input = Vec::new();
+    for i in 0..(u32::from(MAX_PONGS) + 5) {
+        input.extend(frame(true, 9, &i.to_be_bytes()));
+        if i == 0 {
+            conn.receive(&mut BytesMut::from(&input[..])).unwrap();
+            input.clear();
+            conn.send_encoded(joined.clone()).unwrap();
+        }
+    }
+    conn.receive(&mut BytesMut::from(&input[..])).unwrap();
+    let mut want = joined.to_vec();
+    want.extend(server_frame(OpCode::Pong, &0u32.to_be_bytes()));
+    want.extend(joined.to_vec());
+    for i in 1..u32::from(MAX_PONGS) - 1 {
+        want.extend(server_frame(OpCode::Pong, &i.to_be_bytes()));
+    }
+    // The last pong queued is replaced by the latest ping's.
+    want.extend(server_frame(
+        OpCode::Pong,
+        &(u32::from(MAX_PONGS) + 4).to_be_bytes(),
+    ));
+    assert_eq!(sent(&mut conn), want);
+}
+
 #[test]
 fn a_pong_or_any_input_answers_keepalive() {
     let t0 = Instant::now();

@@ -403,10 +403,12 @@ impl Shared {
         let mut inner = self.lock();
         let (mut n, mut bytes) = (0, 0);
         match joined {
+            // Whole only if all of it fits: an empty queue takes one
+            // message past the bound, never a run.
             Some((t, messages, payload))
                 if inner.proto.state() == State::Open
                     && inner.ended.is_none()
-                    && !self.over_bound(&inner, t.len()) =>
+                    && inner.buffered() + t.len() <= self.settings.max_backpressure =>
             {
                 if inner.proto.send_encoded(t.clone()).is_ok() {
                     (n, bytes) = (messages, payload);

@@ -9,13 +9,16 @@
 //! messages go out in the order they were made, consecutive messages to the
 //! same receivers as one delivery pass.
 //!
-//! Nothing observes the difference but the clock: every other operation
-//! that could be ordered after a held message lets it go first. That is
-//! any lock of a connection's state ([`crate::conn::Shared::lock`]: a
-//! direct send, a close, a ping, a state query), and every hub operation
-//! that changes who receives what (join, leave, close-all). So a receiver
-//! still gets a sender's messages in the order they were sent, and a
-//! member who joins after a publish does not get it.
+//! On this thread, nothing observes the difference but the clock: every
+//! other operation that could be ordered after a held message lets it go
+//! first. That is any lock of a connection's state
+//! ([`crate::conn::Shared::lock`]: a direct send, a close, a ping, a state
+//! query), and a join or leave. So a receiver still gets a sender's
+//! messages in the order they were sent, and a member the callback adds
+//! after a publish does not get it. What other threads do meanwhile (a
+//! join there, a task the callback handed work to) is ordered against the
+//! run's end, as it is against a publish that another worker's inbox
+//! delivers.
 
 use std::cell::{Cell, RefCell};
 
@@ -48,12 +51,20 @@ pub(super) struct Held {
 /// Runs `f` with this thread's broadcasts held back, then delivers them.
 /// Nested calls hold nothing more: the outermost delivers.
 pub(crate) fn corked<R>(f: impl FnOnce() -> R) -> R {
-    /// Delivers and uncorks at the end, whatever way it comes.
+    /// Uncorks at the end, whatever way it comes, then delivers what was
+    /// held: uncorked first, so that a panic while delivering cannot leave
+    /// the thread holding every later broadcast back.
     struct Uncork;
     impl Drop for Uncork {
         fn drop(&mut self) {
-            release();
-            CORK.with_borrow_mut(|c| *c = None);
+            HELD.set(false);
+            if let Some(Cork {
+                hub: Some(hub),
+                mut held,
+            }) = CORK.with_borrow_mut(Option::take)
+            {
+                hub.deliver_held(&mut held);
+            }
         }
     }
     let outer = CORK.with_borrow_mut(|c| {

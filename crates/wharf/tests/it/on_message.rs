@@ -318,6 +318,48 @@ async fn joins_and_leaves_in_a_burst_cut_it_where_they_stand() {
     assert_eq!(texts_until(&mut late, "end").await, seq(100..300));
 }
 
+/// A run's frames joined in one buffer are queued whole only if all of it
+/// fits under `max_backpressure`: an empty queue takes one message past
+/// the bound, never a run. With a 1 KiB bound and a burst of 16 messages
+/// of 200 bytes, a member queues the first five or six and the policy
+/// drops the rest.
+#[tokio::test]
+async fn a_run_of_publishes_meets_the_bound_message_by_message() {
+    let server = Server::new()
+        .workers(1)
+        .max_backpressure(1024)
+        .slow_client(SlowClient::Drop);
+    let hub = server.hub();
+    let addr = start(server.on_message(commands(hub.clone()))).await;
+    let mut member = connect(addr, "/").await;
+    member.send("hello").await.expect("send");
+    texts_until_any(&mut member).await;
+    let publisher = connect(addr, "/").await;
+    let body = "x".repeat(200);
+    for i in 0..16 {
+        publisher
+            .try_send(format!("pub {i:02}{body}"))
+            .expect("queued");
+    }
+    // Then, once the member's queue has drained, the end.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publisher.try_send("pub end").expect("queued");
+    let got = texts_until(&mut member, "end").await;
+    assert!(
+        (1..16).contains(&got.len()),
+        "{} of 16 queued under a 1 KiB bound",
+        got.len()
+    );
+    let queued: usize = got.iter().map(|m| m.len() + 4).sum();
+    assert!(
+        queued <= 1024 + 210,
+        "{queued} bytes queued under a 1 KiB bound"
+    );
+    for (i, m) in got.iter().enumerate() {
+        assert!(m.starts_with(&format!("{i:02}")), "message {i} is {m:.8}");
+    }
+}
+
 /// An attacker's echo flood: 64 KiB messages as fast as the socket takes
 /// them, for 3 s, never reading a reply. Were the callback path to read on
 /// while replies pile up, the queue would grow at the flood's rate (GiBs

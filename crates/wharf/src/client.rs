@@ -153,6 +153,8 @@ impl Connector {
                 hub: Hub::new(),
                 caps: Caps::new(1),
                 on_message: None,
+                on_open: None,
+                on_close: None,
             }),
             handshake_timeout: Duration::from_secs(10),
             protocols: Vec::new(),

@@ -52,7 +52,7 @@ use wharf_proto::{
 
 use crate::body::Body;
 use crate::caps::{self, AcceptErrors, Caps, Full, HttpSlot, Slot};
-use crate::conn::task::{Driver, Keepalive, Lifecycle, OnMessage, Settings, Task};
+use crate::conn::task::{Driver, Hook, Keepalive, Lifecycle, OnMessage, Settings, Task};
 use crate::conn::{Client, Connection, Info, Receiver, Shared, SlowClient};
 use crate::error::{Error, ErrorKind};
 use crate::forwarded::{self, Cidr, ForwardedHeader, Remote};
@@ -167,6 +167,8 @@ impl Server {
                 hub: Hub::new(),
                 caps: Caps::new(256),
                 on_message: None,
+                on_open: None,
+                on_close: None,
             }),
             handshake_timeout: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
@@ -646,6 +648,49 @@ impl Server {
     {
         Arc::make_mut(&mut self.settings).on_message = Some(OnMessage(Arc::new(callback)));
         self.on_connection = Some(ConnectionHandler::Messages);
+        self
+    }
+
+    /// With [`Server::on_message`]: called once for each connection it
+    /// serves, as the connection opens (after the `101`, in the hub,
+    /// before its first message), on the connection's worker thread (the
+    /// seed's `open` event). What it sends goes out first. A panic in it
+    /// closes the connection with 1011.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), wharf::Error> {
+    /// wharf::Server::new()
+    ///     .on_open(|client| {
+    ///         let _ = client.try_send(format!("welcome, {}", client.id()));
+    ///     })
+    ///     .on_message(|client, message| {
+    ///         let _ = client.try_send(message);
+    ///     })
+    ///     .on_close(|client, why| println!("{} left: {why:?}", client.id()))
+    ///     .listen("127.0.0.1:9001")
+    ///     .await
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn on_open<F>(mut self, callback: F) -> Self
+    where
+        F: Fn(&Client) + Send + Sync + 'static,
+    {
+        Arc::make_mut(&mut self.settings).on_open = Some(Hook(Arc::new(callback)));
+        self
+    }
+
+    /// With [`Server::on_message`]: called once for each connection it
+    /// served, when the connection has ended, with how it ended (the
+    /// seed's `close` event). The connection has left the hub by then, so
+    /// a broadcast from here reaches the others only. A panic in it is
+    /// logged and counted.
+    #[must_use]
+    pub fn on_close<F>(mut self, callback: F) -> Self
+    where
+        F: Fn(&Client, &crate::Disconnect) + Send + Sync + 'static,
+    {
+        Arc::make_mut(&mut self.settings).on_close = Some(Hook(Arc::new(callback)));
         self
     }
 
@@ -1479,7 +1524,10 @@ fn open(
         socket.filter(|s| *s != peer),
         counted,
     )
-    .with_legacy(meta.legacy);
+    .with_legacy(meta.legacy)
+    .with_callback(
+        matches!(handler, Some(ConnectionHandler::Messages)) && settings.on_message.is_some(),
+    );
     let id = settings.hub.next_id(settings.hub.current_shard());
     let shared = Arc::new(Shared::new(proto, id, info, settings.clone()));
     let client = Client::new(shared.clone());
@@ -1497,6 +1545,7 @@ fn open(
                     None => Receiver::Driver,
                 };
             }
+            crate::conn::task::opened(&shared, &Client::new(shared.clone()));
             (shared, None, None)
         }
         None => {

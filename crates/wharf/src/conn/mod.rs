@@ -98,6 +98,9 @@ pub(crate) struct Info {
     counted: bool,
     /// The pre-standard draft spoken, if not RFC 6455 (in padding).
     legacy: Option<Draft>,
+    /// Served by the server's message callback, whose open and close
+    /// callbacks apply to it (in padding).
+    callback: bool,
     /// What most connections lack, in one block allocated only for those
     /// that have some of it.
     extras: Option<Box<Extras>>,
@@ -194,6 +197,7 @@ impl Info {
             protocol_at,
             counted,
             legacy: None,
+            callback: false,
             extras: (headers.is_some()
                 || !data.is_empty()
                 || deflate.is_some()
@@ -225,6 +229,18 @@ impl Info {
     pub(crate) fn with_legacy(mut self, draft: Option<Draft>) -> Self {
         self.legacy = draft;
         self
+    }
+
+    /// Marks a connection served by the server's message callback.
+    pub(crate) fn with_callback(mut self, callback: bool) -> Self {
+        self.callback = callback;
+        self
+    }
+
+    /// Whether the server's message callback serves the connection (its
+    /// open and close callbacks then apply).
+    pub(crate) fn served_by_callback(&self) -> bool {
+        self.callback
     }
 
     /// Whether the connection is counted under the connection caps.

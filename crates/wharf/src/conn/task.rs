@@ -70,7 +70,30 @@ pub(crate) struct Settings {
     /// The message callback (`Server::on_message`) of the connections
     /// served by one.
     pub(crate) on_message: Option<OnMessage>,
+    /// Its companions (`Server::on_open`, `Server::on_close`).
+    pub(crate) on_open: Option<Hook<OpenFn>>,
+    pub(crate) on_close: Option<Hook<CloseFn>>,
 }
+
+/// A connection event's callback.
+pub(crate) struct Hook<F: ?Sized>(pub(crate) Arc<F>);
+
+impl<F: ?Sized> Clone for Hook<F> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<F: ?Sized> std::fmt::Debug for Hook<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
+}
+
+/// What `Server::on_open` takes.
+pub(crate) type OpenFn = dyn Fn(&Client) + Send + Sync;
+/// What `Server::on_close` takes.
+pub(crate) type CloseFn = dyn Fn(&Client, &Disconnect) + Send + Sync;
 
 /// A message callback: called by a connection's driver with each message,
 /// so that the connection holds no handler future.
@@ -368,15 +391,7 @@ fn dispatch(shared: &Arc<Shared>, buf: &mut BytesMut) {
             call()
         };
         if let Some(panic) = panicked {
-            tracing::error!(id = shared.id, peer = %shared.info.peer(), panic = panic_text(&*panic), "message callback panicked; closing with 1011");
-            Counters::add(&shared.stats().handler_panics, 1);
-            let mut inner = shared.lock();
-            inner.receiver = Receiver::Driver;
-            let _ = inner
-                .proto
-                .close(CloseCode::INTERNAL_ERROR, "internal error");
-            inner.publish_state();
-            inner.drain(buf);
+            fail_callback(shared, "message", &*panic).drain(buf);
             return;
         }
     }
@@ -398,13 +413,63 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> &str {
 }
 
 /// Takes an ended connection out of the hub and the counters.
-fn retire(shared: &Shared, why: &Disconnect) {
+fn retire(shared: &Arc<Shared>, why: &Disconnect) {
     shared.stats().flush(shared.key(), true);
     shared.settings.hub.remove(shared.id);
     if shared.info.counted() {
         shared.settings.caps.release(shared.info.peer().ip());
     }
     tracing::debug!(id = shared.id, peer = %shared.info.peer(), ?why, "connection closed");
+    if let Some(on_close) = shared
+        .settings
+        .on_close
+        .as_ref()
+        .filter(|_| shared.info.served_by_callback())
+    {
+        let client = Client::new(shared.clone());
+        if let Err(panic) =
+            std::panic::catch_unwind(AssertUnwindSafe(|| (on_close.0)(&client, why)))
+        {
+            tracing::error!(id = shared.id, peer = %shared.info.peer(), panic = panic_text(&*panic), "close callback panicked");
+            Counters::add(&shared.stats().handler_panics, 1);
+        }
+    }
+}
+
+/// Calls the server's open callback (`Server::on_open`) for a connection
+/// served by its message callback, before the connection's first message.
+/// A panic in it closes the connection with 1011.
+pub(crate) fn opened(shared: &Arc<Shared>, client: &Client) {
+    let Some(on_open) = shared
+        .settings
+        .on_open
+        .as_ref()
+        .filter(|_| shared.info.served_by_callback())
+    else {
+        return;
+    };
+    if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(|| (on_open.0)(client))) {
+        drop(fail_callback(shared, "open", &*panic));
+    }
+}
+
+/// After a panic in the server's `which` callback: logs and counts it,
+/// closes the connection with 1011, and hands its later messages to the
+/// driver, which discards them. Returns the connection's state, locked.
+fn fail_callback<'a>(
+    shared: &'a Shared,
+    which: &str,
+    panic: &(dyn std::any::Any + Send),
+) -> std::sync::MutexGuard<'a, super::Inner> {
+    tracing::error!(id = shared.id, peer = %shared.info.peer(), panic = panic_text(panic), "{which} callback panicked; closing with 1011");
+    Counters::add(&shared.stats().handler_panics, 1);
+    let mut inner = shared.lock();
+    inner.receiver = Receiver::Driver;
+    let _ = inner
+        .proto
+        .close(CloseCode::INTERNAL_ERROR, "internal error");
+    inner.publish_state();
+    inner
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Future for Task<S> {

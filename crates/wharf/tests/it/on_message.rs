@@ -110,6 +110,24 @@ async fn compressed_messages_are_inflated_before_the_callback() {
     }
 }
 
+/// The close a panicking callback leaves: 1011, answered, the connection
+/// gone from the hub, one panic counted.
+async fn closed_with_1011_after_one_panic(
+    mut raw: RawClient,
+    hub: &wharf::Hub,
+    stats: &wharf::Stats,
+) {
+    let close = within("close frame", raw.read_frame()).await;
+    assert_eq!(close.opcode, 0x8);
+    assert_eq!(close.close_code(), 1011);
+    raw.write(&frame(0x8, &1000u16.to_be_bytes(), Some(MASK)))
+        .await;
+    within("end of stream", raw.expect_eof()).await;
+    drop(raw);
+    within("hub empties", hub.wait_empty()).await;
+    assert_eq!(stats.snapshot().handler_panics, 1);
+}
+
 #[tokio::test]
 async fn a_panicking_callback_closes_with_1011_and_discards_the_rest() {
     let calls = Arc::new(AtomicUsize::new(0));
@@ -131,15 +149,7 @@ async fn a_panicking_callback_closes_with_1011_and_discards_the_rest() {
     let mut both = frame(0x1, b"boom", Some(MASK));
     both.extend(frame(0x1, b"after", Some(MASK)));
     raw.write(&both).await;
-    let close = within("close frame", raw.read_frame()).await;
-    assert_eq!(close.opcode, 0x8);
-    assert_eq!(close.close_code(), 1011);
-    raw.write(&frame(0x8, &1000u16.to_be_bytes(), Some(MASK)))
-        .await;
-    within("end of stream", raw.expect_eof()).await;
-    drop(raw);
-    within("hub empties", hub.wait_empty()).await;
-    assert_eq!(stats.snapshot().handler_panics, 1);
+    closed_with_1011_after_one_panic(raw, &hub, &stats).await;
     assert_eq!(calls.load(Ordering::SeqCst), 2, "called after its panic");
 }
 
@@ -358,6 +368,86 @@ async fn a_run_of_publishes_meets_the_bound_message_by_message() {
     for (i, m) in got.iter().enumerate() {
         assert!(m.starts_with(&format!("{i:02}")), "message {i} is {m:.8}");
     }
+}
+
+/// `on_open` and `on_close` around `on_message`: the greeting before the
+/// first echo; the close seen once per connection, with how it ended (the
+/// peer's close frame, a reset), after the connection left the hub.
+#[tokio::test]
+async fn open_and_close_callbacks_frame_a_connections_messages() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let server = Server::new();
+    let hub = server.hub();
+    let during = hub.clone();
+    let addr = start(
+        server
+            .on_open(|client| {
+                let _ = client.try_send(format!("hello {}", client.id()));
+            })
+            .on_message(|client, message| {
+                let _ = client.try_send(message);
+            })
+            .on_close(move |client, why| {
+                let in_hub = during.get(client.id()).is_some();
+                let _ = tx.send((client.id(), in_hub, format!("{why:?}")));
+            }),
+    )
+    .await;
+    let mut raw = RawClient::handshake(addr).await;
+    let hello = within("greeting", raw.read_frame()).await;
+    let id: u64 = std::str::from_utf8(&hello.payload)
+        .expect("text")
+        .strip_prefix("hello ")
+        .expect("the greeting")
+        .parse()
+        .expect("an id");
+    raw.write(&frame(0x1, b"echo", Some(MASK))).await;
+    assert_eq!(within("echo", raw.read_frame()).await.payload, b"echo");
+    let mut close = 1000u16.to_be_bytes().to_vec();
+    close.extend_from_slice(b"bye");
+    raw.write(&frame(0x8, &close, Some(MASK))).await;
+    assert_eq!(within("close echo", raw.read_frame()).await.opcode, 0x8);
+    within("end of stream", raw.expect_eof()).await;
+    drop(raw);
+    let (closed, in_hub, why) = within("on_close", rx.recv()).await.expect("called");
+    assert_eq!(closed, id);
+    assert!(!in_hub, "still in the hub when on_close ran");
+    assert!(why.starts_with("Peer(") && why.contains("bye"), "{why}");
+    // A reset: the socket dropped without a close frame.
+    let mut raw = RawClient::handshake(addr).await;
+    within("greeting", raw.read_frame()).await;
+    drop(raw);
+    let (_, _, why) = within("on_close", rx.recv()).await.expect("called");
+    assert_eq!(why, "Reset");
+    within("hub empties", hub.wait_empty()).await;
+    // Once each: nothing more comes.
+    let more = tokio::time::timeout(Duration::from_millis(200), rx.recv()).await;
+    assert!(more.is_err(), "on_close called again: {more:?}");
+}
+
+/// A panic in `on_open` closes the connection with 1011, before any
+/// message reaches `on_message`; `on_close` still runs, once.
+#[tokio::test]
+async fn a_panicking_open_callback_closes_with_1011() {
+    let messages = Arc::new(AtomicUsize::new(0));
+    let closes = Arc::new(AtomicUsize::new(0));
+    let (seen, ended) = (messages.clone(), closes.clone());
+    let server = Server::new()
+        .on_open(|client| panic!("open bug on connection {}", client.id()))
+        .on_message(move |_, _| {
+            seen.fetch_add(1, Ordering::SeqCst);
+        })
+        .on_close(move |_, _| {
+            ended.fetch_add(1, Ordering::SeqCst);
+        });
+    let hub = server.hub();
+    let stats = server.stats();
+    let addr = start(server).await;
+    let mut raw = RawClient::handshake(addr).await;
+    raw.write(&frame(0x1, b"one", Some(MASK))).await;
+    closed_with_1011_after_one_panic(raw, &hub, &stats).await;
+    assert_eq!(messages.load(Ordering::SeqCst), 0);
+    assert_eq!(closes.load(Ordering::SeqCst), 1);
 }
 
 /// An attacker's echo flood: 64 KiB messages as fast as the socket takes

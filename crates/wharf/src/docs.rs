@@ -176,8 +176,9 @@ pub mod runtime {
     //! messages and 96 MiB with 33 KiB ones (400 MiB without the bound).
     //!
     //! Deliveries go in runs where messages come in runs. A message
-    //! callback's publishes during a run of messages read together are
-    //! held and delivered when the run ends (`hub::cork`), and a worker
+    //! callback's publishes during a run of messages read together (a
+    //! handler's during one poll) are held and delivered when it ends
+    //! (`hub::cork`), and a worker
     //! delivers the fan-outs its inbox collected while it was busy as runs:
     //! each receiver is locked, queued to and woken once per run, and a
     //! run's small frames are joined into one buffer that every receiver

@@ -588,7 +588,9 @@ impl Server {
     /// upgrade hook ([`Upgrade::handle_with`]) gives another. The
     /// connection is registered with the hub before the handler starts and
     /// removed once it has ended. Without one, messages are received and
-    /// discarded.
+    /// discarded. What the handler broadcasts or publishes in one poll
+    /// (while it takes every message `recv` has ready) is delivered
+    /// together when the poll ends, as for [`Server::on_message`]'s runs.
     #[must_use]
     pub fn on_connection<F, Fut>(mut self, handler: F) -> Self
     where

@@ -375,6 +375,14 @@ impl Shared {
         // Broadcasts this thread holds back (`hub::cork`) go first: whatever
         // is done under this lock comes after them.
         crate::hub::release();
+        self.lock_inbound()
+    }
+
+    /// The lock, for taking what the peer sent (`recv`): nothing sent
+    /// after it depends on it, so broadcasts held back stay held, and a
+    /// handler's publishes of every message `recv` had ready go out
+    /// together.
+    pub(crate) fn lock_inbound(&self) -> MutexGuard<'_, Inner> {
         // Nothing done under this lock can panic halfway through an update
         // that later users would trip over, so a poisoned lock is recovered.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -1085,7 +1093,7 @@ impl Connection {
             return Poll::Ready(None);
         }
         let client = &self.client;
-        let mut inner = client.shared.lock();
+        let mut inner = client.shared.lock_inbound();
         let queued = inner.proto.buffered_amount();
         while let Some(event) = inner.proto.poll_event() {
             let (m, over) = match event {

@@ -485,7 +485,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for Task<S> {
         this.poll_driver(cx);
         HANDLER_NEXT.set(false);
         if this.handler.is_some() {
-            this.poll_handler(cx);
+            // What the handler broadcasts in this poll (every message that
+            // `recv` had ready) goes out together when it ends (`hub::cork`).
+            crate::hub::corked(|| this.poll_handler(cx));
             this.poll_driver(cx);
         }
         if let Some(driver) = &this.driver {

@@ -4,16 +4,18 @@
 //!
 //! The driver of a connection served by a message callback
 //! ([`crate::Server::on_message`]) hands the callback runs of messages read
-//! together (a publisher's burst). While such a run lasts, a broadcast or
-//! publish from this thread is held here; when the run ends, the held
-//! messages go out in the order they were made, consecutive messages to the
-//! same receivers as one delivery pass.
+//! together (a publisher's burst); a connection's handler takes, in one
+//! poll, every message `recv` has ready. While such a run or poll lasts, a
+//! broadcast or publish from this thread is held here; when it ends, the
+//! held messages go out in the order they were made, consecutive messages
+//! to the same receivers as one delivery pass.
 //!
 //! On this thread, nothing observes the difference but the clock: every
 //! other operation that could be ordered after a held message lets it go
 //! first. That is any lock of a connection's state
 //! ([`crate::conn::Shared::lock`]: a direct send, a close, a ping, a state
-//! query), and a join or leave. So a receiver still gets a sender's
+//! query; not `recv`, which only takes what the peer sent), and a join or
+//! leave. So a receiver still gets a sender's
 //! messages in the order they were sent, and a member the callback adds
 //! after a publish does not get it. What other threads do meanwhile (a
 //! join there, a task the callback handed work to) is ordered against the

@@ -226,6 +226,25 @@ fn commands(hub: wharf::Hub) -> impl Fn(&wharf::Client, wharf::Message) + Send +
     }
 }
 
+/// A server running `commands` from a message callback, or (`handler`)
+/// from a handler per connection, whose publishes in one poll are held
+/// back the same way.
+fn serve_commands(server: Server, handler: bool) -> Server {
+    let commands = Arc::new(commands(server.hub()));
+    if handler {
+        server.on_connection(move |mut conn| {
+            let commands = commands.clone();
+            async move {
+                while let Some(m) = conn.recv().await {
+                    commands(conn.client(), m);
+                }
+            }
+        })
+    } else {
+        server.on_message(move |client, m| commands(client, m))
+    }
+}
+
 /// Reads text messages until `last`, which must come.
 async fn texts_until(ws: &mut crate::util::Ws, last: &str) -> Vec<String> {
     let mut got = Vec::new();
@@ -250,10 +269,8 @@ async fn texts_until(ws: &mut crate::util::Ws, last: &str) -> Vec<String> {
 /// publish comes after it, on one worker and across two.
 #[tokio::test]
 async fn a_burst_of_publishes_keeps_its_order_with_the_callbacks_own_sends() {
-    for workers in [1, 2] {
-        let server = Server::new().workers(workers);
-        let hub = server.hub();
-        let addr = start(server.on_message(commands(hub.clone()))).await;
+    for (workers, handler) in [(1, false), (2, false), (1, true), (2, true)] {
+        let addr = start(serve_commands(Server::new().workers(workers), handler)).await;
         let mut members = Vec::new();
         for _ in 0..3 {
             let mut ws = connect(addr, "/").await;
@@ -298,34 +315,34 @@ async fn texts_until_any(ws: &mut crate::util::Ws) -> String {
 /// delivered at once (one worker: delivery is immediate there).
 #[tokio::test]
 async fn joins_and_leaves_in_a_burst_cut_it_where_they_stand() {
-    let server = Server::new().workers(1);
-    let hub = server.hub();
-    let addr = start(server.on_message(commands(hub.clone()))).await;
-    let mut publisher = connect(addr, "/").await;
-    publisher.send("hello").await.expect("send");
-    texts_until_any(&mut publisher).await;
-    let mut early = connect(addr, "/").await;
-    early.send("hello").await.expect("send");
-    let early_id = texts_until_any(&mut early).await;
-    // `late` joins only when the burst says so.
-    let mut late = connect(addr, "/").await;
-    late.send("id").await.expect("send");
-    let late_id = texts_until_any(&mut late).await;
-    let mut burst = Vec::new();
-    burst.extend((0..100).map(|i| format!("pub {i}")));
-    burst.push(format!("join {late_id}"));
-    burst.extend((100..200).map(|i| format!("pub {i}")));
-    burst.push(format!("leave {early_id}"));
-    burst.extend((200..300).map(|i| format!("pub {i}")));
-    burst.push(format!("join {early_id}"));
-    burst.push("pub end".to_owned());
-    for m in burst {
-        publisher.try_send(m).expect("queued");
+    for handler in [false, true] {
+        let addr = start(serve_commands(Server::new().workers(1), handler)).await;
+        let mut publisher = connect(addr, "/").await;
+        publisher.send("hello").await.expect("send");
+        texts_until_any(&mut publisher).await;
+        let mut early = connect(addr, "/").await;
+        early.send("hello").await.expect("send");
+        let early_id = texts_until_any(&mut early).await;
+        // `late` joins only when the burst says so.
+        let mut late = connect(addr, "/").await;
+        late.send("id").await.expect("send");
+        let late_id = texts_until_any(&mut late).await;
+        let mut burst = Vec::new();
+        burst.extend((0..100).map(|i| format!("pub {i}")));
+        burst.push(format!("join {late_id}"));
+        burst.extend((100..200).map(|i| format!("pub {i}")));
+        burst.push(format!("leave {early_id}"));
+        burst.extend((200..300).map(|i| format!("pub {i}")));
+        burst.push(format!("join {early_id}"));
+        burst.push("pub end".to_owned());
+        for m in burst {
+            publisher.try_send(m).expect("queued");
+        }
+        let seq = |r: std::ops::Range<usize>| r.map(|i| i.to_string()).collect::<Vec<_>>();
+        assert_eq!(texts_until(&mut publisher, "end").await, seq(0..300));
+        assert_eq!(texts_until(&mut early, "end").await, seq(0..200));
+        assert_eq!(texts_until(&mut late, "end").await, seq(100..300));
     }
-    let seq = |r: std::ops::Range<usize>| r.map(|i| i.to_string()).collect::<Vec<_>>();
-    assert_eq!(texts_until(&mut publisher, "end").await, seq(0..300));
-    assert_eq!(texts_until(&mut early, "end").await, seq(0..200));
-    assert_eq!(texts_until(&mut late, "end").await, seq(100..300));
 }
 
 /// A run's frames joined in one buffer are queued whole only if all of it
@@ -339,8 +356,7 @@ async fn a_run_of_publishes_meets_the_bound_message_by_message() {
         .workers(1)
         .max_backpressure(1024)
         .slow_client(SlowClient::Drop);
-    let hub = server.hub();
-    let addr = start(server.on_message(commands(hub.clone()))).await;
+    let addr = start(serve_commands(server, false)).await;
     let mut member = connect(addr, "/").await;
     member.send("hello").await.expect("send");
     texts_until_any(&mut member).await;

@@ -185,7 +185,7 @@ pub mod runtime {
     //! shares (one queue entry, one reference count and one gather each).
     //! The cost per delivery falls as the rate rises, the way a server
     //! under load should behave: 1 publisher → 1,000 subscribers on one
-    //! core went from about 3,500 to 16,000–24,000 messages a second
+    //! core went from about 3,500 to 16,000–28,000 messages a second
     //! (`docs/BENCHMARKS.md`).
     //!
     //! ## On 16 and 64 cores (expected from what 2 cores measured)

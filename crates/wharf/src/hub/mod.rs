@@ -320,7 +320,8 @@ impl Hub {
 
     /// Sends to every open connection; returns how many queued it (or, on
     /// another worker, were handed it; or, held back until a message
-    /// callback's run of messages ends, how many it will be handed to).
+    /// callback's run of messages or a handler's poll ends, how many it
+    /// will be handed to).
     pub fn broadcast(&self, message: impl Into<Message>) -> usize {
         let message = message.into();
         self.forward(Target::All, &message);
@@ -382,7 +383,8 @@ impl Hub {
 
     /// Sends to every member of `room`; returns how many queued it (or, on
     /// another worker, were handed it; or, held back until a message
-    /// callback's run of messages ends, how many it will be handed to).
+    /// callback's run of messages or a handler's poll ends, how many it
+    /// will be handed to).
     pub fn publish(&self, room: &str, message: impl Into<Message>) -> usize {
         let message = message.into();
         self.forward(Target::Room(room), &message);
@@ -400,7 +402,7 @@ impl Hub {
     /// that is no worker of this hub) and hands the message to the other
     /// shards that have receivers: the same frames, encoded once. Held back
     /// instead while this thread runs a message callback over a run of
-    /// messages (see `cork`).
+    /// messages, or polls a connection's handler (see `cork`).
     fn fan_out(&self, room: Option<&str>, message: Message, except: Option<u64>) -> usize {
         let message = match cork::hold(self, room, except, message) {
             Ok(()) => return self.receivers(room).iter().map(|&n| n as usize).sum(),

@@ -480,16 +480,23 @@ impl Hub {
     /// Delivers messages held back (see `cork`), in order: consecutive
     /// messages to the same receivers as one run.
     fn deliver_held(&self, held: &mut Vec<cork::Held>) {
-        let mut held = held.drain(..).peekable();
-        while let Some(first) = held.next() {
-            let mut run = vec![first.message];
-            while let Some(next) = held.next_if(|h| {
-                run.len() < MAX_RUN && h.room == first.room && h.except == first.except
-            }) {
-                run.push(next.message);
-            }
-            self.fan_out_run(first.room.as_deref(), run, first.except);
-        }
+        for_each_run(
+            held.drain(..),
+            |a, b| a.room == b.room && a.except == b.except,
+            |run| {
+                let mut run = run.into_iter();
+                let Some(cork::Held {
+                    room,
+                    except,
+                    message,
+                }) = run.next()
+                else {
+                    return;
+                };
+                let messages = std::iter::once(message).chain(run.map(|h| h.message));
+                self.fan_out_run(room.as_deref(), messages.collect(), except);
+            },
+        );
     }
 
     /// Delivers what other workers handed shard `index`, as they arrive;
@@ -500,18 +507,14 @@ impl Hub {
             let jobs = shard.inbox.take().await;
             // Consecutive fan-outs to the same receivers as one run: each
             // receiver takes them at once (`Frames::deliver`).
-            let mut rest = jobs.iter().peekable();
-            let mut run: Vec<&Frames> = Vec::new();
-            while let Some(first) = rest.next() {
-                run.clear();
-                run.push(&first.frames);
-                while let Some(next) = rest.next_if(|j| {
-                    run.len() < MAX_RUN && j.room == first.room && j.except == first.except
-                }) {
-                    run.push(&next.frames);
-                }
-                shard.deliver(first.room.as_deref(), &run, first.except);
-            }
+            for_each_run(
+                jobs.iter(),
+                |a, b| a.room == b.room && a.except == b.except,
+                |run| {
+                    let frames: Vec<&Frames> = run.iter().map(|job| &job.frames).collect();
+                    shard.deliver(run[0].room.as_deref(), &frames, run[0].except);
+                },
+            );
         }
     }
 
@@ -640,6 +643,23 @@ impl Hub {
             }
         }
         true
+    }
+}
+
+/// Calls `f` with each run of consecutive `items` that are `same` as the
+/// run's first, at most [`MAX_RUN`] long, in order.
+fn for_each_run<T>(
+    items: impl Iterator<Item = T>,
+    same: impl Fn(&T, &T) -> bool,
+    mut f: impl FnMut(Vec<T>),
+) {
+    let mut items = items.peekable();
+    while let Some(first) = items.next() {
+        let mut run = vec![first];
+        while let Some(next) = items.next_if(|i| run.len() < MAX_RUN && same(&run[0], i)) {
+            run.push(next);
+        }
+        f(run);
     }
 }
 

@@ -8,7 +8,8 @@
 //! poll, every message `recv` has ready. While such a run or poll lasts, a
 //! broadcast or publish from this thread is held here; when it ends, the
 //! held messages go out in the order they were made, consecutive messages
-//! to the same receivers as one delivery pass.
+//! to the same receivers as one delivery pass. A thread holds fewer than
+//! `MAX_RUN` (64) messages: the 64th sends them on at once.
 //!
 //! On this thread, nothing observes the difference but the clock: every
 //! other operation that could be ordered after a held message lets it go
@@ -100,7 +101,7 @@ pub(super) fn hold(
         Some(false) => release(),
         Some(true) => {}
     }
-    CORK.with_borrow_mut(|c| {
+    let held = CORK.with_borrow_mut(|c| {
         let Some(c) = c else {
             return Err(message);
         };
@@ -111,8 +112,13 @@ pub(super) fn hold(
             message,
         });
         HELD.set(true);
-        Ok(())
-    })
+        Ok(c.held.len())
+    })?;
+    // A handler that publishes in a loop holds no more than a run.
+    if held >= super::MAX_RUN {
+        release();
+    }
+    Ok(())
 }
 
 /// Delivers what this thread holds, if anything (the run stays corked).
@@ -142,5 +148,29 @@ fn release_held() {
                 c.held = held;
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{CORK, corked};
+    use crate::Hub;
+
+    /// A thread that publishes in a loop holds no more than a run back:
+    /// the rest goes out as it comes.
+    #[test]
+    fn a_thread_holds_at_most_a_run() {
+        let hub = Hub::new();
+        let mut most = 0;
+        corked(|| {
+            for i in 0..10_000 {
+                hub.broadcast(format!("{i}"));
+                let held = CORK.with_borrow(|c| c.as_ref().map_or(0, |c| c.held.len()));
+                most = most.max(held);
+            }
+        });
+        assert!(most > 1, "nothing was held");
+        assert!(most < super::super::MAX_RUN, "{most} messages held");
+        assert!(CORK.with_borrow(Option::is_none), "still corked");
     }
 }
